@@ -1,0 +1,219 @@
+/* pebble.h - shared declarations of the _pebble extension.
+ *
+ * The extension holds the mechanism of the pools: queues, waits, pipes,
+ * process lifecycle and deadlines. Policy (argument checking, futures'
+ * public behaviour, decorators) lives in the Python package.
+ */
+#ifndef PEBBLE_H
+#define PEBBLE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#if defined(__GNUC__)
+#define PEBBLE_HIDDEN __attribute__((visibility("hidden")))
+#define PEBBLE_LIKELY(x) __builtin_expect(!!(x), 1)
+#define PEBBLE_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define PEBBLE_HIDDEN
+#define PEBBLE_LIKELY(x) (x)
+#define PEBBLE_UNLIKELY(x) (x)
+#endif
+
+/* ------------------------------------------------------------------ */
+/* Module state                                                         */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    PyTypeObject *ThreadCore_Type;   /* the ThreadPool engine */
+    PyTypeObject *ProcCore_Type;     /* the ProcessPool engine */
+    /* Interned method names used on the hot paths. */
+    PyObject *str_set_running;       /* "set_running_or_notify_cancel" */
+    PyObject *str_set_result;        /* "set_result" */
+    PyObject *str_set_exception;     /* "set_exception" */
+    PyObject *str_loads;             /* "loads" */
+    PyObject *str_dumps;             /* "dumps" */
+    PyObject *pickle_loads;          /* pickle.loads */
+    PyObject *pickle_dumps;          /* pickle.dumps */
+    PyObject *PickleBuffer_Type;     /* pickle.PickleBuffer */
+} pebble_state;
+
+/* Returns the module state of the module that defined *type* (borrowed). */
+PEBBLE_HIDDEN pebble_state *pebble_state_from_type(PyTypeObject *type);
+
+/* Takes the raised exception, normalized and with its traceback attached.
+ * Returns a new reference. An exception must be set. */
+static inline PyObject *
+PyErr_GetRaisedException_compat(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+/* Re-raises exc (stolen), as taken by PyErr_GetRaisedException_compat. */
+static inline void
+PyErr_SetRaisedException_compat(PyObject *exc)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+#endif
+}
+
+/* Converts a Python int to a C int. -1 with an exception set on error. */
+static inline int
+PyLong_AsInt_compat(PyObject *obj)
+{
+    long v = PyLong_AsLong(obj);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (v > INT32_MAX || v < INT32_MIN) {
+        PyErr_SetString(PyExc_OverflowError, "value out of range for a C int");
+        return -1;
+    }
+    return (int)v;
+}
+
+/* ------------------------------------------------------------------ */
+/* Time                                                                 */
+/* ------------------------------------------------------------------ */
+
+/* CLOCK_MONOTONIC now, in nanoseconds. */
+PEBBLE_HIDDEN int64_t pebble_now_ns(void);
+
+/* Converts a Python timeout (None or seconds) to nanoseconds: -1 means
+ * forever. 0 or -1 with an exception set. */
+PEBBLE_HIDDEN int pebble_timeout_ns(PyObject *timeout, int64_t *out);
+
+/* ------------------------------------------------------------------ */
+/* Thread pool engine (threadpool.c)                                    */
+/* ------------------------------------------------------------------ */
+
+PEBBLE_HIDDEN int pebble_threadcore_init(PyObject *module, pebble_state *st);
+
+/* ------------------------------------------------------------------ */
+/* Process pool engine (procpool.c, channel.c, worker.c)                */
+/* ------------------------------------------------------------------ */
+
+PEBBLE_HIDDEN int pebble_proccore_init(PyObject *module, pebble_state *st);
+
+/* Frame kinds on a worker's channel. */
+enum {
+    PB_FRAME_TASK = 1,      /* parent -> worker: pickled (function, args, kwargs) */
+    PB_FRAME_PREPARE = 2,   /* launcher -> spawned worker: pickled preparation data */
+    PB_FRAME_INIT = 3,      /* launcher -> worker: pickled (initializer, initargs) */
+    PB_FRAME_READY = 10,    /* worker -> parent: started, initializer done */
+    PB_FRAME_RESULT = 11,   /* worker -> parent: pickled result */
+    PB_FRAME_ERROR = 12,    /* worker -> parent: pickled exception of the task */
+    PB_FRAME_INIT_ERROR = 13, /* worker -> parent: the initializer failed */
+};
+
+/* Every frame starts with this header; *len* payload bytes follow. When
+ * nbufs > 0 the payload starts with nbufs + 1 uint64 lengths (the pickle,
+ * then each out-of-band buffer) followed by the data itself. */
+typedef struct {
+    uint64_t id;      /* task id, 0 for frames not about a task */
+    uint64_t len;     /* payload bytes after the header */
+    uint32_t kind;    /* PB_FRAME_* */
+    uint32_t nbufs;   /* out-of-band pickle buffers in the payload */
+} pb_frame_hdr;
+
+/* Control messages between the pool and its launcher process, sent on a
+ * SOCK_SEQPACKET socket pair. SPAWNED carries the worker's task-write and
+ * result-read descriptors as SCM_RIGHTS. */
+enum {
+    PB_CTL_SPAWN = 1,       /* pool -> launcher: start a worker for slot */
+    PB_CTL_KILL = 2,        /* pool -> launcher: signal pid with arg */
+    PB_CTL_SPAWNED = 11,    /* launcher -> pool: slot's worker is pid */
+    PB_CTL_SPAWN_FAILED = 12, /* launcher -> pool: errno in arg */
+    PB_CTL_EXITED = 13,     /* launcher -> pool: pid exited, wait status in arg */
+};
+
+typedef struct {
+    int32_t op;
+    int32_t slot;
+    int32_t pid;
+    int32_t arg;
+    uint64_t gen;     /* spawn generation, echoed back */
+} pb_ctl_msg;
+
+/* channel.c: blocking and non-blocking I/O helpers. */
+
+/* Writes all of iov (retrying on EINTR and short writes) to a blocking fd.
+ * Returns 0 or -1 with errno set. Async-signal-safe. */
+PEBBLE_HIDDEN int pb_writev_all(int fd, struct iovec *iov, int iovcnt);
+/* Reads exactly n bytes from a blocking fd. Returns 1, 0 on EOF before any
+ * byte, -1 with errno set (EIO on EOF mid-way). */
+PEBBLE_HIDDEN int pb_read_all(int fd, void *buf, size_t n);
+/* Sends a control message with optional descriptors. 0 or -1 (errno). */
+PEBBLE_HIDDEN int pb_ctl_send(int sock, const pb_ctl_msg *msg, const int *fds, int nfds);
+/* Receives a control message and up to 2 descriptors (set to -1 when
+ * absent). Returns 1, 0 on EOF, -1 with errno set (EAGAIN when empty). */
+PEBBLE_HIDDEN int pb_ctl_recv(int sock, pb_ctl_msg *msg, int *fds);
+/* Sets O_NONBLOCK on fd. 0 or -1. */
+PEBBLE_HIDDEN int pb_set_nonblock(int fd);
+/* Creates a pipe with O_CLOEXEC and tries to enlarge its buffer. */
+PEBBLE_HIDDEN int pb_pipe(int fds[2]);
+
+/* platform_*.c: the event loop the pool's I/O thread waits in. */
+typedef struct pb_loop pb_loop;
+
+enum { PB_EV_READ = 1, PB_EV_WRITE = 2, PB_EV_ERROR = 4 };
+
+typedef struct {
+    int fd;
+    int events;       /* PB_EV_* that happened */
+} pb_event;
+
+/* Returns a new loop with a wake-up channel, or NULL with errno set. */
+PEBBLE_HIDDEN pb_loop *pb_loop_new(void);
+PEBBLE_HIDDEN void pb_loop_free(pb_loop *loop);
+/* Watches fd for the PB_EV_* in events (0 removes it). 0 or -1. */
+PEBBLE_HIDDEN int pb_loop_watch(pb_loop *loop, int fd, int events);
+/* Waits until an event, a wake-up or the monotonic deadline_ns (-1: none).
+ * Fills up to max events; returns their count (0 on deadline or wake-up)
+ * or -1 with errno set. Never returns early otherwise. */
+PEBBLE_HIDDEN int pb_loop_wait(pb_loop *loop, int64_t deadline_ns, pb_event *events, int max);
+/* Wakes the waiting thread. Async-signal-safe, callable from any thread. */
+PEBBLE_HIDDEN void pb_loop_wake(pb_loop *loop);
+
+/* Asks the kernel to kill the calling process when its parent dies (no-op
+ * where unsupported; EOF on the channel covers those). */
+PEBBLE_HIDDEN void pb_set_parent_death_signal(pid_t expected_parent);
+
+/* The launcher's child tracking: a descriptor that becomes readable when
+ * a child may have exited. */
+typedef struct pb_reaper pb_reaper;
+PEBBLE_HIDDEN pb_reaper *pb_reaper_new(void);
+PEBBLE_HIDDEN void pb_reaper_free(pb_reaper *r);
+PEBBLE_HIDDEN int pb_reaper_fd(pb_reaper *r);
+/* Registers a new child. 0 or -1. */
+PEBBLE_HIDDEN int pb_reaper_add(pb_reaper *r, pid_t pid);
+/* Collects one exited child: returns its pid and stores the wait status,
+ * 0 when none is ready, -1 on error. Call until it returns 0. */
+PEBBLE_HIDDEN pid_t pb_reaper_next(pb_reaper *r, int *status);
+/* Sends sig to a registered child that has not been reaped. */
+PEBBLE_HIDDEN int pb_reaper_kill(pb_reaper *r, pid_t pid, int sig);
+/* SIGKILLs every registered child and waits for each. */
+PEBBLE_HIDDEN void pb_reaper_kill_all(pb_reaper *r);
+
+/* worker.c */
+PEBBLE_HIDDEN int pebble_worker_init(PyObject *module);
+
+#endif /* PEBBLE_H */

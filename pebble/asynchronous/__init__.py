@@ -1,0 +1,5 @@
+"""Decorators returning ``asyncio`` futures."""
+
+from pebble.asynchronous.thread import thread
+
+__all__ = ["thread"]

@@ -1,0 +1,41 @@
+"""``@asynchronous.thread``: run a function in a thread, await an asyncio Future."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, Dict
+
+from pebble import _decorators
+from pebble.concurrent.thread import _DEFAULTS, _validate
+
+__all__ = ["thread"]
+
+
+def _wrap(function: Callable[..., Any], params: Dict[str, Any]) -> Callable[..., asyncio.Future]:
+    name, daemon, pool = params["name"], params["daemon"], params["pool"]
+
+    if pool is not None:
+        def wrapper(*args: Any, **kwargs: Any) -> asyncio.Future:
+            loop = _decorators.get_loop()
+            return asyncio.wrap_future(pool.schedule(function, args=args, kwargs=kwargs),
+                                       loop=loop)
+    else:
+        launch = _decorators.thread_launcher
+        completion = _decorators.AsyncCompletion
+
+        def wrapper(*args: Any, **kwargs: Any) -> asyncio.Future:
+            loop = _decorators.get_loop()
+            future = loop.create_future()
+            launch().launch(completion(loop, future), function, args, kwargs, name, daemon)
+            return future
+
+    return _decorators.update_wrapper(wrapper, function)
+
+
+def thread(*args: Any, **kwargs: Any) -> Any:
+    """Run the decorated function in a separate thread; calls return asyncio Futures.
+
+    Usable as ``@thread``, ``@thread(name=None, daemon=True, pool=None)`` or
+    ``thread(function)``. Await the returned future inside the event loop.
+    """
+    return _decorators.decorate("thread", args, kwargs, _DEFAULTS, _validate, _wrap)

@@ -1,0 +1,145 @@
+"""ThreadPool: the policy layer over the native ThreadCore engine."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Set
+
+from pebble._pebble import ThreadCore
+from pebble.common import (CLOSED, CREATED, ERROR, RUNNING_STATE, MapFuture, MapResults,
+                           check_call, check_initializer, check_max_tasks,
+                           check_max_workers, check_timeout)
+from pebble.pool.base import BasePool, schedule_chunks
+
+__all__ = ["ThreadPool"]
+
+
+class ThreadPool(BasePool):
+    """A pool of worker threads.
+
+    *max_workers* threads run the scheduled calls; with *max_tasks* > 0 each
+    thread is replaced after that many calls. *initializer* is called with
+    *initargs* in every new worker thread; if it raises, the pool enters an
+    error state: scheduling raises RuntimeError and queued calls fail.
+    """
+
+    def __init__(self, max_workers: int = multiprocessing.cpu_count(),
+                 max_tasks: int = 0,
+                 initializer: Optional[Callable[..., Any]] = None,
+                 initargs: Sequence[Any] = ()):
+        super().__init__()
+        self._max_workers = check_max_workers(max_workers)
+        self._max_tasks = check_max_tasks(max_tasks)
+        self._initializer, self._initargs = check_initializer(initializer, initargs)
+        self._core = ThreadCore()
+        self._workers: Set[threading.Thread] = set()
+        self._workers_lock = threading.Lock()
+        self._worker_count = 0
+
+    # -- workers -------------------------------------------------------------
+
+    def _start(self) -> None:
+        for _ in range(self._max_workers):
+            self._spawn_worker()
+
+    def _spawn_worker(self) -> None:
+        with self._workers_lock:
+            self._worker_count += 1
+            thread = threading.Thread(target=self._worker, daemon=True,
+                                      name="ThreadPool-worker-%d" % self._worker_count)
+            self._workers.add(thread)
+        thread.start()
+
+    def _worker(self) -> None:
+        if self._initializer is not None:
+            try:
+                self._initializer(*self._initargs)
+            except BaseException as error:
+                self._fail(error)
+                return
+        if self._core.work(self._max_tasks):
+            with self._state_lock:
+                if self._state in (RUNNING_STATE, CLOSED):
+                    self._spawn_worker()
+
+    def _fail(self, error: BaseException) -> None:
+        """Enter the error state: refuse work and fail every queued call."""
+        with self._state_lock:
+            if self._state == ERROR:
+                return
+            self._error = error
+            self._state = ERROR
+            futures = self._core.stop()
+        failure = RuntimeError("The pool initializer raised %r" % (error,))
+        failure.__cause__ = error
+        for future in futures:
+            if future.set_running_or_notify_cancel():
+                future.set_exception(failure)
+
+    # -- public API --------------------------------------------------------
+
+    @property
+    def active(self) -> bool:
+        """True while the pool runs, or is closed with work still to finish."""
+        if self._state in (CREATED, RUNNING_STATE):
+            return True
+        if self._state == CLOSED:
+            with self._workers_lock:
+                return any(t.is_alive() for t in self._workers)
+        return False
+
+    def schedule(self, function: Callable[..., Any], args: Iterable[Any] = (),
+                 kwargs: Optional[Dict[str, Any]] = None) -> Future:
+        """Schedule *function(\\*args, \\*\\*kwargs)*; return its Future."""
+        self._check_pool_state()
+        args, kwargs = check_call(function, args, kwargs)
+        future: Future = Future()
+        self._core.put(future, function, args, kwargs)
+        return future
+
+    def submit(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+        """Schedule *function(\\*args, \\*\\*kwargs)* (``Executor.submit`` style)."""
+        return self.schedule(function, args=args, kwargs=kwargs)
+
+    def map(self, function: Callable[..., Any], *iterables: Iterable[Any],
+            chunksize: int = 1, timeout: Optional[float] = None) -> MapFuture:
+        """Compute *function* over the zipped *iterables* concurrently.
+
+        Return a MapFuture whose result iterates over the results in order,
+        raising each element's error at its place. With *timeout*, an element
+        not ready *timeout* seconds after the call raises TimeoutError.
+        """
+        self._check_pool_state()
+        timeout = check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        futures = schedule_chunks(self.schedule, function, iterables, chunksize)
+        map_future = MapFuture(futures, timeout)
+        return self._map(map_future, futures, MapResults(futures, deadline, timeout))
+
+    # -- lifecycle hooks -----------------------------------------------------
+
+    def _close(self) -> None:
+        self._core.close()
+
+    def _stop(self) -> None:
+        for future in self._core.stop():
+            future.cancel()
+
+    def _join(self, deadline: Optional[float]) -> bool:
+        while True:
+            with self._workers_lock:
+                alive = [t for t in self._workers if t.is_alive()]
+                self._workers.difference_update(
+                    [t for t in self._workers if not t.is_alive()])
+            if not alive:
+                return True
+            for thread in alive:
+                if thread is threading.current_thread():
+                    raise RuntimeError("join() called from a worker of the pool")
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                thread.join(remaining)
+                if thread.is_alive():
+                    return False
