@@ -1,0 +1,171 @@
+/* channel.c - framing and descriptor helpers shared by pool, launcher and worker.
+ *
+ * Everything here is async-signal-safe: it runs in the parent's I/O
+ * thread without the GIL and in freshly forked children.
+ */
+#include "pebble.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+int
+pb_writev_all(int fd, struct iovec *iov, int iovcnt)
+{
+    while (iovcnt > 0) {
+        ssize_t n = writev(fd, iov, iovcnt > IOV_MAX ? IOV_MAX : iovcnt);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        while (iovcnt > 0 && (size_t)n >= iov->iov_len) {
+            n -= (ssize_t)iov->iov_len;
+            iov++;
+            iovcnt--;
+        }
+        if (iovcnt > 0) {
+            iov->iov_base = (char *)iov->iov_base + n;
+            iov->iov_len -= (size_t)n;
+        }
+    }
+    return 0;
+}
+
+int
+pb_read_all(int fd, void *buf, size_t n)
+{
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = read(fd, (char *)buf + done, n - done);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (r == 0) {
+            if (done == 0)
+                return 0;
+            errno = EIO;
+            return -1;
+        }
+        done += (size_t)r;
+    }
+    return 1;
+}
+
+int
+pb_set_nonblock(int fd)
+{
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0)
+        return -1;
+    return fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+int
+pb_pipe(int fds[2])
+{
+#ifdef O_CLOEXEC
+#if defined(__linux__)
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return -1;
+#else
+    if (pipe(fds) < 0)
+        return -1;
+    fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+    fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+#endif
+#endif
+#ifdef F_SETPIPE_SZ
+    /* Larger pipes mean fewer wake-ups for big payloads; best effort. */
+    (void)fcntl(fds[1], F_SETPIPE_SZ, 1 << 20);
+#endif
+    return 0;
+}
+
+int
+pb_ctl_send(int sock, const pb_ctl_msg *msg, const int *fds, int nfds)
+{
+    struct iovec iov = {(void *)msg, sizeof(*msg)};
+    union {
+        char buf[CMSG_SPACE(2 * sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct msghdr mh;
+    memset(&mh, 0, sizeof(mh));
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    if (nfds > 0) {
+        memset(&control, 0, sizeof(control));
+        mh.msg_control = control.buf;
+        mh.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
+        memcpy(CMSG_DATA(cm), fds, (size_t)nfds * sizeof(int));
+    }
+    for (;;) {
+        ssize_t n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+        if (n >= 0)
+            return 0;
+        if (errno != EINTR)
+            return -1;
+    }
+}
+
+int
+pb_ctl_recv(int sock, pb_ctl_msg *msg, int *fds)
+{
+    struct iovec iov = {msg, sizeof(*msg)};
+    union {
+        char buf[CMSG_SPACE(2 * sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct msghdr mh;
+    fds[0] = fds[1] = -1;
+    for (;;) {
+        memset(&mh, 0, sizeof(mh));
+        mh.msg_iov = &iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = control.buf;
+        mh.msg_controllen = sizeof(control.buf);
+#ifdef MSG_CMSG_CLOEXEC
+        ssize_t n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+#else
+        ssize_t n = recvmsg(sock, &mh, 0);
+#endif
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (n == 0)
+            return 0;
+        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm != NULL; cm = CMSG_NXTHDR(&mh, cm)) {
+            if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+                size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                int got[2] = {-1, -1};
+                memcpy(got, CMSG_DATA(cm), (count > 2 ? 2 : count) * sizeof(int));
+                for (size_t i = 0; i < count && i < 2; i++) {
+                    fds[i] = got[i];
+#ifndef MSG_CMSG_CLOEXEC
+                    fcntl(got[i], F_SETFD, FD_CLOEXEC);
+#endif
+                }
+            }
+        }
+        if ((size_t)n != sizeof(*msg)) {
+            if (fds[0] >= 0)
+                close(fds[0]);
+            if (fds[1] >= 0)
+                close(fds[1]);
+            errno = EPROTO;
+            return -1;
+        }
+        return 1;
+    }
+}

@@ -1,0 +1,1415 @@
+/* procpool.c - the ProcessPool engine.
+ *
+ * Three parties share a ProcCore:
+ *
+ *  - Python threads calling submit()/cancel()/close()/stop(): they append
+ *    to the pending queue under the mutex and wake the I/O thread.
+ *  - The I/O thread, a plain pthread that never takes the GIL. It waits in
+ *    the platform loop (epoll or poll) for worker channels, the launcher's
+ *    control socket, wake-ups and the nearest deadline; it dispatches
+ *    tasks, reads results, fires timeouts, kills and replaces workers.
+ *  - The completer, a Python thread inside ProcCore.run(): it sleeps on a
+ *    condition variable without the GIL and, woken with a batch of
+ *    finished tasks, takes the GIL once to resolve all their futures.
+ *
+ * Workers are started by a launcher process (see worker.c), so spawning
+ * never needs the GIL and never blocks the I/O thread. Every worker has
+ * its own task and result pipes: no lock is shared between processes.
+ *
+ * Lock order: the mutex may be taken with or without the GIL, but the GIL
+ * is never requested while the mutex is held.
+ */
+#include "pebble.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define KILL_GRACE_NS (250LL * 1000000LL)   /* SIGTERM -> SIGKILL */
+#define STAGE_SIZE (64 * 1024)              /* per-worker read staging */
+
+/* Task outcomes, decided by the I/O thread or by cancel()/stop(). */
+enum {
+    OUT_NONE = 0,
+    OUT_RESULT,      /* data holds a RESULT frame payload */
+    OUT_ERROR,       /* data holds an ERROR frame payload */
+    OUT_TIMEOUT,     /* the deadline passed: TimeoutError */
+    OUT_EXPIRED,     /* the worker died: ProcessExpired(exitcode, pid) */
+    OUT_CANCELLED,   /* cancelled through the future: nothing to do */
+    OUT_STOPPED,     /* dropped by stop(): cancel the future */
+    OUT_BROKEN,      /* the pool entered the error state */
+};
+
+/* Task states. */
+enum { T_PENDING = 1, T_SENT, T_DONE };
+
+typedef struct pp_task {
+    uint64_t id;
+    PyObject *future;          /* owned; touched only with the GIL */
+    PyObject *payload;         /* owned bytes; its buffer is read by the I/O thread */
+    int64_t timeout_ns;        /* -1: none */
+    int64_t deadline;          /* set at dispatch */
+    int state;                 /* T_* */
+    int outcome;               /* OUT_* once done */
+    int cancel_requested;      /* cancel() while T_SENT: kill its worker */
+    int on_started;            /* queued on the started list already */
+    struct pp_task *prev, *next;   /* pending queue, then completion list */
+    struct pp_task *snext;     /* started list (to mark futures running) */
+    char *data;                /* result payload (malloc), OUT_RESULT/OUT_ERROR */
+    size_t len;
+    uint32_t nbufs;
+    int exitcode;              /* OUT_EXPIRED */
+    pid_t pid;
+} pp_task;
+
+/* Worker process states. */
+enum {
+    P_STARTING = 1,   /* SPAWN sent, waiting for SPAWNED */
+    P_ALIVE,          /* channels open */
+    P_RETIRING,       /* task pipe closed after max_tasks: exits by itself */
+    P_DYING,          /* killed: waiting for EXITED */
+};
+
+typedef struct pp_proc {
+    int state;
+    uint64_t gen;              /* matches SPAWN with SPAWNED */
+    pid_t pid;
+    int task_fd;               /* write end, non-blocking */
+    int result_fd;             /* read end, non-blocking */
+    int ready;                 /* READY received */
+    int eof;                   /* result pipe reached EOF */
+    pp_task *task;             /* in flight, or NULL */
+    uint64_t ntasks;           /* results received */
+    int64_t kill_at;           /* SIGKILL escalation time, -1 none */
+    /* Output: header and payload offset of the task being written. */
+    pb_frame_hdr whdr;
+    size_t woff;               /* bytes of header+payload written */
+    int wbusy;                 /* a frame is partially written */
+    /* Input: a staging buffer and the frame being assembled. */
+    char *stage;
+    size_t slen;               /* bytes in stage */
+    pb_frame_hdr rhdr;         /* header of the frame being read */
+    int rhave_hdr;
+    char *rdata;               /* its payload (malloc) */
+    size_t rgot;
+} pp_proc;
+
+/* Pool states. */
+enum { S_RUNNING = 0, S_CLOSING, S_STOPPING, S_ERROR };
+
+typedef struct {
+    PyObject_HEAD
+    pthread_mutex_t mutex;
+    pthread_cond_t done_cond;      /* completer: completions or finish */
+    int max_workers;
+    uint64_t max_tasks;
+    int state;                     /* S_* */
+    int finished;                  /* the I/O thread has left */
+    int io_started;
+    pthread_t io_thread;
+    pb_loop *loop;
+    int ctl_fd;                    /* launcher control socket */
+    int ctl_eof;
+    /* Pending queue (doubly linked, FIFO). */
+    pp_task *pend_head, *pend_tail;
+    Py_ssize_t npending;
+    /* Tasks waiting for the completer. */
+    pp_task *done_head, *done_tail;
+    pp_task *started_head, *started_tail;
+    /* Task table: id -> task while the task is pending or sent. */
+    pp_task **table;
+    size_t table_cap, table_len;
+    uint64_t next_id;
+    uint64_t next_gen;
+    int ncancel;                   /* cancel requests for sent tasks */
+    /* Worker processes, including dying ones. */
+    pp_proc *procs;
+    int nprocs, procs_cap;
+    int spawn_failures;
+    /* The error that broke the pool (an INIT_ERROR payload), or an errno. */
+    char *error_data;
+    size_t error_len;
+    int error_errno;
+    const char *error_what;
+} ProcCore;
+
+/* ------------------------------------------------------------------ */
+/* Task table: open addressing, linear probing, backward-shift delete.  */
+/* ------------------------------------------------------------------ */
+
+static inline size_t
+tt_slot(uint64_t id, size_t cap)
+{
+    return (size_t)((id * 0x9E3779B97F4A7C15ULL) >> 17) & (cap - 1);
+}
+
+/* 0 or -1 (out of memory). Mutex held. */
+static int
+tt_insert(ProcCore *self, pp_task *t)
+{
+    if ((self->table_len + 1) * 2 > self->table_cap) {
+        size_t cap = self->table_cap ? self->table_cap * 2 : 256;
+        pp_task **table = calloc(cap, sizeof(*table));
+        if (table == NULL)
+            return -1;
+        for (size_t i = 0; i < self->table_cap; i++) {
+            pp_task *e = self->table[i];
+            if (e != NULL) {
+                size_t j = tt_slot(e->id, cap);
+                while (table[j] != NULL)
+                    j = (j + 1) & (cap - 1);
+                table[j] = e;
+            }
+        }
+        free(self->table);
+        self->table = table;
+        self->table_cap = cap;
+    }
+    size_t j = tt_slot(t->id, self->table_cap);
+    while (self->table[j] != NULL)
+        j = (j + 1) & (self->table_cap - 1);
+    self->table[j] = t;
+    self->table_len++;
+    return 0;
+}
+
+static pp_task *
+tt_find(ProcCore *self, uint64_t id)
+{
+    if (self->table_cap == 0)
+        return NULL;
+    size_t j = tt_slot(id, self->table_cap);
+    while (self->table[j] != NULL) {
+        if (self->table[j]->id == id)
+            return self->table[j];
+        j = (j + 1) & (self->table_cap - 1);
+    }
+    return NULL;
+}
+
+static void
+tt_remove(ProcCore *self, pp_task *t)
+{
+    size_t mask = self->table_cap - 1;
+    size_t j = tt_slot(t->id, self->table_cap);
+    while (self->table[j] != t) {
+        if (self->table[j] == NULL)
+            return;
+        j = (j + 1) & mask;
+    }
+    self->table[j] = NULL;
+    self->table_len--;
+    /* Shift back the entries of the probe run that follows. */
+    size_t k = (j + 1) & mask;
+    while (self->table[k] != NULL) {
+        pp_task *e = self->table[k];
+        size_t home = tt_slot(e->id, self->table_cap);
+        /* e may move to j if j lies cyclically in [home, k). */
+        if (((k - home) & mask) >= ((k - j) & mask)) {
+            self->table[j] = e;
+            self->table[k] = NULL;
+            j = k;
+        }
+        k = (k + 1) & mask;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Queues (mutex held)                                                  */
+/* ------------------------------------------------------------------ */
+
+static void
+pend_unlink(ProcCore *self, pp_task *t)
+{
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        self->pend_head = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    else
+        self->pend_tail = t->prev;
+    t->prev = t->next = NULL;
+    self->npending--;
+}
+
+/* Records the outcome and hands the task to the completer. */
+static void
+task_finish(ProcCore *self, pp_task *t, int outcome)
+{
+    if (t->state == T_DONE)
+        return;
+    if (t->state == T_PENDING)
+        pend_unlink(self, t);
+    t->state = T_DONE;
+    t->outcome = outcome;
+    tt_remove(self, t);
+    t->next = NULL;
+    if (self->done_tail)
+        self->done_tail->next = t;
+    else
+        self->done_head = t;
+    self->done_tail = t;
+}
+
+/* ------------------------------------------------------------------ */
+/* Workers (I/O thread, mutex held unless said)                         */
+/* ------------------------------------------------------------------ */
+
+static int
+live_workers(ProcCore *self)
+{
+    int n = 0;
+    for (int i = 0; i < self->nprocs; i++)
+        if (self->procs[i].state == P_STARTING || self->procs[i].state == P_ALIVE)
+            n++;
+    return n;
+}
+
+static void
+proc_close_channels(ProcCore *self, pp_proc *p)
+{
+    if (p->task_fd >= 0) {
+        pb_loop_watch(self->loop, p->task_fd, 0);
+        close(p->task_fd);
+        p->task_fd = -1;
+    }
+    if (p->result_fd >= 0) {
+        pb_loop_watch(self->loop, p->result_fd, 0);
+        close(p->result_fd);
+        p->result_fd = -1;
+    }
+    free(p->stage);
+    p->stage = NULL;
+    p->slen = 0;
+    free(p->rdata);
+    p->rdata = NULL;
+    p->rhave_hdr = 0;
+    p->wbusy = 0;
+}
+
+static void
+ctl_kill(ProcCore *self, pid_t pid, int sig)
+{
+    pb_ctl_msg m = {PB_CTL_KILL, 0, pid, sig, 0};
+    if (!self->ctl_eof && self->ctl_fd >= 0)
+        pb_ctl_send(self->ctl_fd, &m, NULL, 0);
+}
+
+/* Kills a worker: SIGTERM now, SIGKILL after the grace period. Its task,
+ * if any, must already be finished or re-queued by the caller. */
+static void
+proc_kill(ProcCore *self, pp_proc *p)
+{
+    if (p->state == P_DYING)
+        return;
+    if (p->state == P_STARTING) {
+        /* Not known yet: kill it when SPAWNED arrives. */
+        p->kill_at = 0;
+        p->state = P_DYING;
+        return;
+    }
+    proc_close_channels(self, p);
+    p->task = NULL;
+    p->state = P_DYING;
+    ctl_kill(self, p->pid, SIGTERM);
+    p->kill_at = pebble_now_ns() + KILL_GRACE_NS;
+}
+
+static void
+proc_remove(ProcCore *self, int i)
+{
+    proc_close_channels(self, &self->procs[i]);
+    self->procs[i] = self->procs[--self->nprocs];
+}
+
+/* Asks the launcher for a new worker. */
+static void
+proc_spawn(ProcCore *self)
+{
+    if (self->ctl_eof)
+        return;
+    if (self->nprocs == self->procs_cap) {
+        int cap = self->procs_cap ? self->procs_cap * 2 : 8;
+        pp_proc *procs = realloc(self->procs, (size_t)cap * sizeof(*procs));
+        if (procs == NULL)
+            return;  /* retried on the next loop turn */
+        self->procs = procs;
+        self->procs_cap = cap;
+    }
+    pp_proc *p = &self->procs[self->nprocs];
+    memset(p, 0, sizeof(*p));
+    p->state = P_STARTING;
+    p->gen = ++self->next_gen;
+    p->task_fd = p->result_fd = -1;
+    p->kill_at = -1;
+    pb_ctl_msg m = {PB_CTL_SPAWN, 0, 0, 0, p->gen};
+    if (pb_ctl_send(self->ctl_fd, &m, NULL, 0) < 0) {
+        self->ctl_eof = 1;
+        return;
+    }
+    self->nprocs++;
+}
+
+/* Puts the pool in the error state: every task fails, workers are killed. */
+static void
+pool_break(ProcCore *self, const char *what, int err)
+{
+    if (self->state == S_ERROR)
+        return;
+    self->state = S_ERROR;
+    if (self->error_what == NULL) {
+        self->error_what = what;
+        self->error_errno = err;
+    }
+    while (self->pend_head)
+        task_finish(self, self->pend_head, OUT_BROKEN);
+    for (int i = 0; i < self->nprocs; i++) {
+        pp_proc *p = &self->procs[i];
+        if (p->task) {
+            task_finish(self, p->task, OUT_BROKEN);
+            p->task = NULL;
+        }
+        proc_kill(self, p);
+    }
+}
+
+/* Starts writing t to p. */
+static void
+proc_dispatch(ProcCore *self, pp_proc *p, pp_task *t)
+{
+    pend_unlink(self, t);
+    t->state = T_SENT;
+    t->deadline = t->timeout_ns >= 0 ? pebble_now_ns() + t->timeout_ns : -1;
+    p->task = t;
+    p->whdr.id = t->id;
+    p->whdr.kind = PB_FRAME_TASK;
+    p->whdr.nbufs = 0;
+    p->whdr.len = (uint64_t)PyBytes_GET_SIZE(t->payload);
+    p->woff = 0;
+    p->wbusy = 1;
+    if (!t->on_started) {
+        t->on_started = 1;
+        t->snext = NULL;
+        if (self->started_tail)
+            self->started_tail->snext = t;
+        else
+            self->started_head = t;
+        self->started_tail = t;
+    }
+}
+
+/* Writes as much of p's current frame as the pipe takes. Returns -1 when
+ * the worker's channel broke. */
+static int
+proc_flush(ProcCore *self, pp_proc *p)
+{
+    if (!p->wbusy)
+        return 0;
+    size_t hlen = sizeof(p->whdr);
+    size_t total = hlen + (size_t)p->whdr.len;
+    const char *payload = PyBytes_AS_STRING(p->task->payload);
+    while (p->woff < total) {
+        struct iovec iov[2];
+        int n = 0;
+        if (p->woff < hlen) {
+            iov[n].iov_base = (char *)&p->whdr + p->woff;
+            iov[n].iov_len = hlen - p->woff;
+            n++;
+            iov[n].iov_base = (char *)payload;
+            iov[n].iov_len = (size_t)p->whdr.len;
+            n++;
+        }
+        else {
+            iov[n].iov_base = (char *)payload + (p->woff - hlen);
+            iov[n].iov_len = total - p->woff;
+            n++;
+        }
+        ssize_t w = writev(p->task_fd, iov, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                pb_loop_watch(self->loop, p->task_fd, PB_EV_WRITE);
+                return 0;
+            }
+            return -1;
+        }
+        p->woff += (size_t)w;
+    }
+    p->wbusy = 0;
+    pb_loop_watch(self->loop, p->task_fd, 0);
+    return 0;
+}
+
+/* Handles one complete frame from p. Takes ownership of data. */
+static void
+proc_frame(ProcCore *self, pp_proc *p, pb_frame_hdr *h, char *data)
+{
+    switch (h->kind) {
+    case PB_FRAME_READY:
+        p->ready = 1;
+        self->spawn_failures = 0;
+        free(data);
+        return;
+    case PB_FRAME_INIT_ERROR:
+        if (self->error_data == NULL) {
+            self->error_data = data;
+            self->error_len = (size_t)h->len;
+            data = NULL;
+        }
+        free(data);
+        pool_break(self, "initializer", 0);
+        return;
+    case PB_FRAME_RESULT:
+    case PB_FRAME_ERROR:
+        if (p->task == NULL || p->task->id != h->id) {
+            free(data);   /* a task finished already (timeout, cancel) */
+            return;
+        }
+        pp_task *t = p->task;
+        p->task = NULL;
+        p->ntasks++;
+        t->data = data;
+        t->len = (size_t)h->len;
+        t->nbufs = h->nbufs;
+        task_finish(self, t, h->kind == PB_FRAME_RESULT ? OUT_RESULT : OUT_ERROR);
+        if (self->max_tasks && p->ntasks >= self->max_tasks && p->state == P_ALIVE) {
+            /* EOF on its task pipe makes the worker exit cleanly. */
+            pb_loop_watch(self->loop, p->task_fd, 0);
+            close(p->task_fd);
+            p->task_fd = -1;
+            p->state = P_RETIRING;
+        }
+        return;
+    default:
+        free(data);
+        return;
+    }
+}
+
+/* Reads everything available from p's result pipe. */
+static void
+proc_read(ProcCore *self, pp_proc *p)
+{
+    if (p->result_fd < 0)
+        return;
+    if (p->stage == NULL && (p->stage = malloc(STAGE_SIZE)) == NULL)
+        return;
+    for (;;) {
+        /* A large payload is read straight into its own block. */
+        if (p->rhave_hdr && p->rgot + p->slen < p->rhdr.len && p->slen == 0) {
+            ssize_t r = read(p->result_fd, p->rdata + p->rgot, (size_t)p->rhdr.len - p->rgot);
+            if (r > 0) {
+                p->rgot += (size_t)r;
+                if (p->rgot == p->rhdr.len) {
+                    char *d = p->rdata;
+                    p->rdata = NULL;
+                    p->rhave_hdr = 0;
+                    proc_frame(self, p, &p->rhdr, d);
+                    if (p->result_fd < 0)
+                        return;
+                }
+                continue;
+            }
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                return;
+            p->eof = 1;
+            pb_loop_watch(self->loop, p->result_fd, 0);
+            return;
+        }
+        ssize_t r = read(p->result_fd, p->stage + p->slen, STAGE_SIZE - p->slen);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            r = 0;
+        }
+        if (r == 0) {
+            p->eof = 1;
+            pb_loop_watch(self->loop, p->result_fd, 0);
+            return;
+        }
+        p->slen += (size_t)r;
+        size_t off = 0;
+        for (;;) {
+            if (!p->rhave_hdr) {
+                if (p->slen - off < sizeof(pb_frame_hdr))
+                    break;
+                memcpy(&p->rhdr, p->stage + off, sizeof(pb_frame_hdr));
+                off += sizeof(pb_frame_hdr);
+                p->rhave_hdr = 1;
+                p->rgot = 0;
+                p->rdata = malloc(p->rhdr.len ? (size_t)p->rhdr.len : 1);
+                if (p->rdata == NULL) {
+                    /* Cannot hold the frame: treat the worker as broken. */
+                    p->eof = 1;
+                    return;
+                }
+            }
+            size_t take = p->slen - off;
+            if (take > p->rhdr.len - p->rgot)
+                take = (size_t)(p->rhdr.len - p->rgot);
+            memcpy(p->rdata + p->rgot, p->stage + off, take);
+            p->rgot += take;
+            off += take;
+            if (p->rgot < p->rhdr.len)
+                break;
+            char *d = p->rdata;
+            p->rdata = NULL;
+            p->rhave_hdr = 0;
+            proc_frame(self, p, &p->rhdr, d);
+            if (p->result_fd < 0)
+                return;
+        }
+        memmove(p->stage, p->stage + off, p->slen - off);
+        p->slen -= off;
+    }
+}
+
+static pp_proc *
+proc_by_fd(ProcCore *self, int fd)
+{
+    for (int i = 0; i < self->nprocs; i++)
+        if (self->procs[i].task_fd == fd || self->procs[i].result_fd == fd)
+            return &self->procs[i];
+    return NULL;
+}
+
+/* A worker exited with the given wait status. */
+static void
+proc_exited(ProcCore *self, pid_t pid, int status)
+{
+    int i;
+    for (i = 0; i < self->nprocs; i++)
+        if (self->procs[i].pid == pid && self->procs[i].state != P_STARTING)
+            break;
+    if (i == self->nprocs)
+        return;
+    pp_proc *p = &self->procs[i];
+    /* Whatever it wrote before dying is still in the pipe. */
+    proc_read(self, p);
+    int code = WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
+    if (p->state == P_ALIVE && !p->ready && self->state != S_STOPPING && self->state != S_ERROR) {
+        /* Died while starting up or in its initializer. */
+        self->error_errno = code;
+        pool_break(self, "startup", code);
+    }
+    if (p->task) {
+        pp_task *t = p->task;
+        p->task = NULL;
+        t->exitcode = code;
+        t->pid = pid;
+        task_finish(self, t, OUT_EXPIRED);
+    }
+    proc_remove(self, i);
+}
+
+static void
+ctl_read(ProcCore *self)
+{
+    for (;;) {
+        pb_ctl_msg m;
+        int fds[2];
+        int r = pb_ctl_recv(self->ctl_fd, &m, fds);
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (r <= 0) {
+            self->ctl_eof = 1;
+            pb_loop_watch(self->loop, self->ctl_fd, 0);
+            /* Without the launcher no worker can be started or reaped. */
+            for (int i = 0; i < self->nprocs; i++) {
+                pp_proc *p = &self->procs[i];
+                if (p->task) {
+                    p->task->exitcode = 0;
+                    p->task->pid = p->pid;
+                    task_finish(self, p->task, OUT_EXPIRED);
+                    p->task = NULL;
+                }
+            }
+            while (self->nprocs)
+                proc_remove(self, self->nprocs - 1);
+            if (self->state == S_RUNNING || self->state == S_CLOSING)
+                pool_break(self, "launcher", 0);
+            return;
+        }
+        if (m.op == PB_CTL_SPAWNED) {
+            pp_proc *p = NULL;
+            for (int i = 0; i < self->nprocs; i++)
+                if (self->procs[i].gen == m.gen)
+                    p = &self->procs[i];
+            if (p == NULL || fds[0] < 0 || fds[1] < 0) {
+                if (fds[0] >= 0)
+                    close(fds[0]);
+                if (fds[1] >= 0)
+                    close(fds[1]);
+                continue;
+            }
+            p->pid = m.pid;
+            if (p->state == P_DYING) {
+                close(fds[0]);
+                close(fds[1]);
+                ctl_kill(self, p->pid, SIGKILL);
+                p->kill_at = -1;
+                continue;
+            }
+            p->task_fd = fds[0];
+            p->result_fd = fds[1];
+            pb_set_nonblock(p->task_fd);
+            pb_set_nonblock(p->result_fd);
+            p->state = P_ALIVE;
+            pb_loop_watch(self->loop, p->result_fd, PB_EV_READ);
+        }
+        else if (m.op == PB_CTL_SPAWN_FAILED) {
+            for (int i = 0; i < self->nprocs; i++) {
+                if (self->procs[i].gen == m.gen) {
+                    proc_remove(self, i);
+                    break;
+                }
+            }
+            if (++self->spawn_failures >= 3)
+                pool_break(self, "spawn", m.arg);
+        }
+        else if (m.op == PB_CTL_EXITED) {
+            proc_exited(self, m.pid, m.arg);
+        }
+    }
+}
+
+/* Kills the workers of cancelled tasks. */
+static void
+handle_cancels(ProcCore *self)
+{
+    if (self->ncancel == 0)
+        return;
+    self->ncancel = 0;
+    for (int i = 0; i < self->nprocs; i++) {
+        pp_proc *p = &self->procs[i];
+        if (p->task && p->task->cancel_requested) {
+            task_finish(self, p->task, OUT_CANCELLED);
+            p->task = NULL;
+            proc_kill(self, p);
+        }
+    }
+}
+
+/* Fires expired deadlines and returns the next one (-1: none). */
+static int64_t
+handle_deadlines(ProcCore *self)
+{
+    int64_t now = pebble_now_ns(), next = -1;
+    for (int i = 0; i < self->nprocs; i++) {
+        pp_proc *p = &self->procs[i];
+        if (p->task && p->task->deadline >= 0) {
+            if (p->task->deadline <= now) {
+                task_finish(self, p->task, OUT_TIMEOUT);
+                p->task = NULL;
+                proc_kill(self, p);
+            }
+            else if (next < 0 || p->task->deadline < next) {
+                next = p->task->deadline;
+            }
+        }
+        if (p->state == P_DYING && p->kill_at > 0) {
+            if (p->kill_at <= now) {
+                ctl_kill(self, p->pid, SIGKILL);
+                p->kill_at = -1;
+            }
+            else if (next < 0 || p->kill_at < next) {
+                next = p->kill_at;
+            }
+        }
+    }
+    return next;
+}
+
+/* Keeps the worker count and hands pending tasks to idle workers. */
+static void
+schedule_work(ProcCore *self)
+{
+    if (self->state == S_RUNNING || (self->state == S_CLOSING && self->pend_head != NULL)) {
+        for (int n = live_workers(self); n < self->max_workers && !self->ctl_eof; n++)
+            proc_spawn(self);
+    }
+    for (int i = 0; i < self->nprocs && self->pend_head; i++) {
+        pp_proc *p = &self->procs[i];
+        if (p->state != P_ALIVE || p->task != NULL)
+            continue;
+        proc_dispatch(self, p, self->pend_head);
+        if (proc_flush(self, p) < 0) {
+            /* The worker is gone: its EXITED report will follow. Requeue. */
+            pp_task *t = p->task;
+            p->task = NULL;
+            t->state = T_PENDING;
+            t->next = self->pend_head;
+            t->prev = NULL;
+            if (self->pend_head)
+                self->pend_head->prev = t;
+            else
+                self->pend_tail = t;
+            self->pend_head = t;
+            self->npending++;
+            proc_close_channels(self, p);
+            p->state = P_DYING;
+            p->kill_at = -1;
+        }
+    }
+    if (self->state == S_CLOSING && self->pend_head == NULL) {
+        /* Drained: idle workers get EOF and exit by themselves. */
+        for (int i = 0; i < self->nprocs; i++) {
+            pp_proc *p = &self->procs[i];
+            if (p->state == P_ALIVE && p->task == NULL) {
+                pb_loop_watch(self->loop, p->task_fd, 0);
+                close(p->task_fd);
+                p->task_fd = -1;
+                p->state = P_RETIRING;
+            }
+        }
+    }
+    if (self->state == S_STOPPING) {
+        for (int i = 0; i < self->nprocs; i++) {
+            pp_proc *p = &self->procs[i];
+            if (p->task) {
+                task_finish(self, p->task, OUT_STOPPED);
+                p->task = NULL;
+            }
+            if (p->state == P_ALIVE || p->state == P_RETIRING || p->state == P_STARTING)
+                proc_kill(self, p);
+        }
+    }
+}
+
+static void *
+io_main(void *arg)
+{
+    ProcCore *self = (ProcCore *)arg;
+    pb_event events[64];
+    sigset_t all;
+    /* Signals belong to the main thread. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+
+    pthread_mutex_lock(&self->mutex);
+    if (self->ctl_fd >= 0)
+        pb_loop_watch(self->loop, self->ctl_fd, PB_EV_READ);
+    else
+        self->ctl_eof = 1;
+    for (;;) {
+        handle_cancels(self);
+        if (self->state == S_STOPPING)
+            while (self->pend_head)
+                task_finish(self, self->pend_head, OUT_STOPPED);
+        schedule_work(self);
+        int64_t next = handle_deadlines(self);
+        if (self->done_head || self->started_head)
+            pthread_cond_signal(&self->done_cond);
+        if (self->state != S_RUNNING && self->nprocs == 0 && self->pend_head == NULL)
+            break;
+        if (self->ctl_eof && self->nprocs == 0 && self->state != S_RUNNING)
+            break;
+        pthread_mutex_unlock(&self->mutex);
+        int n = pb_loop_wait(self->loop, next, events, 64);
+        pthread_mutex_lock(&self->mutex);
+        for (int i = 0; i < n; i++) {
+            int fd = events[i].fd;
+            if (fd == self->ctl_fd) {
+                ctl_read(self);
+                continue;
+            }
+            pp_proc *p = proc_by_fd(self, fd);
+            if (p == NULL)
+                continue;
+            if (fd == p->task_fd) {
+                if (proc_flush(self, p) < 0) {
+                    pb_loop_watch(self->loop, p->task_fd, 0);
+                    close(p->task_fd);
+                    p->task_fd = -1;
+                    p->wbusy = 0;
+                }
+            }
+            if ((events[i].events & PB_EV_READ) && fd == p->result_fd)
+                proc_read(self, p);
+        }
+    }
+    self->finished = 1;
+    pthread_cond_broadcast(&self->done_cond);
+    pthread_mutex_unlock(&self->mutex);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Completion (GIL held)                                                */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject *resolve;   /* Python: resolve(future, outcome, timeout, exitcode, pid) */
+    PyObject *invalid_state;  /* concurrent.futures.InvalidStateError */
+} completer_ctx;
+
+static void
+task_free(pp_task *t)
+{
+    Py_XDECREF(t->future);
+    Py_XDECREF(t->payload);
+    free(t->data);
+    PyMem_RawFree(t);
+}
+
+/* Unpickles data[0:len] through a temporary memoryview that is released
+ * before returning, so nothing can keep pointing at the block. New
+ * reference, or NULL with an exception set. */
+static PyObject *
+loads_block(pebble_state *st, char *data, size_t len, PyObject *buffers)
+{
+    PyObject *view = PyMemoryView_FromMemory(data, (Py_ssize_t)len, PyBUF_READ);
+    PyObject *value = NULL;
+    if (view == NULL)
+        return NULL;
+    if (buffers == NULL) {
+        value = PyObject_CallOneArg(st->pickle_loads, view);
+    }
+    else {
+        PyObject *args = PyTuple_Pack(1, view);
+        PyObject *kwargs = Py_BuildValue("{sO}", "buffers", buffers);
+        if (args != NULL && kwargs != NULL)
+            value = PyObject_Call(st->pickle_loads, args, kwargs);
+        Py_XDECREF(args);
+        Py_XDECREF(kwargs);
+    }
+    PyObject *exc = value == NULL ? PyErr_GetRaisedException_compat() : NULL;
+    PyObject *r = PyObject_CallMethod(view, "release", NULL);
+    if (r == NULL)
+        PyErr_Clear();
+    Py_XDECREF(r);
+    Py_DECREF(view);
+    if (exc != NULL)
+        PyErr_SetRaisedException_compat(exc);
+    return value;
+}
+
+/* Builds the Python value of a RESULT/ERROR payload. New reference, or
+ * NULL with an exception set. Out-of-band buffers are copied into
+ * bytearrays: unpickled objects may keep referring to them. */
+static PyObject *
+task_loads(pebble_state *st, pp_task *t)
+{
+    if (t->nbufs == 0)
+        return loads_block(st, t->data, t->len, NULL);
+    size_t nlen = (size_t)t->nbufs + 1;
+    size_t hdr = nlen * sizeof(uint64_t);
+    PyObject *buffers = NULL, *value = NULL;
+    uint64_t *lens = NULL;
+    if (t->len < hdr)
+        goto corrupt;
+    lens = PyMem_Malloc(hdr);
+    if (lens == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memcpy(lens, t->data, hdr);
+    size_t off = hdr;
+    for (size_t i = 0; i < nlen; i++) {
+        if (lens[i] > t->len - off)
+            goto corrupt;
+        off += (size_t)lens[i];
+    }
+    buffers = PyList_New(0);
+    if (buffers == NULL)
+        goto done;
+    off = hdr + (size_t)lens[0];
+    for (size_t i = 1; i < nlen; i++) {
+        PyObject *b = PyByteArray_FromStringAndSize(t->data + off, (Py_ssize_t)lens[i]);
+        off += (size_t)lens[i];
+        if (b == NULL || PyList_Append(buffers, b) < 0) {
+            Py_XDECREF(b);
+            goto done;
+        }
+        Py_DECREF(b);
+    }
+    value = loads_block(st, t->data + hdr, (size_t)lens[0], buffers);
+    goto done;
+corrupt:
+    PyErr_SetString(PyExc_ValueError, "corrupt result frame");
+done:
+    PyMem_Free(lens);
+    Py_XDECREF(buffers);
+    return value;
+}
+
+/* Resolves t's future. Never fails: errors are reported as unraisable. */
+static void
+task_resolve(pebble_state *st, completer_ctx *cx, pp_task *t)
+{
+    PyObject *r;
+    if (t->outcome == OUT_RESULT || t->outcome == OUT_ERROR) {
+        PyObject *value = task_loads(st, t);
+        if (value == NULL) {
+            /* The parent could not load it: that error is the outcome. */
+            value = PyErr_GetRaisedException_compat();
+            r = PyObject_CallMethodOneArg(t->future, st->str_set_exception, value);
+        }
+        else if (t->outcome == OUT_RESULT) {
+            r = PyObject_CallMethodOneArg(t->future, st->str_set_result, value);
+        }
+        else {
+            r = PyObject_CallMethodOneArg(t->future, st->str_set_exception, value);
+        }
+        Py_DECREF(value);
+    }
+    else {
+        r = PyObject_CallFunction(cx->resolve, "Oidii", t->future, t->outcome,
+                                  t->timeout_ns >= 0 ? (double)t->timeout_ns / 1e9 : -1.0,
+                                  t->exitcode, (int)t->pid);
+    }
+    if (r == NULL) {
+        if (PyErr_ExceptionMatches(cx->invalid_state))
+            PyErr_Clear();   /* cancelled meanwhile */
+        else
+            PyErr_WriteUnraisable(t->future);
+    }
+    Py_XDECREF(r);
+}
+
+/* ------------------------------------------------------------------ */
+/* Python type                                                          */
+/* ------------------------------------------------------------------ */
+
+static PyObject *
+ProcCore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"max_workers", "max_tasks", NULL};
+    int max_workers;
+    unsigned long long max_tasks = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|K:ProcCore", kwlist, &max_workers, &max_tasks))
+        return NULL;
+    if (max_workers < 1) {
+        PyErr_SetString(PyExc_ValueError, "max_workers must be >= 1");
+        return NULL;
+    }
+    ProcCore *self = (ProcCore *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->ctl_fd = -1;
+    self->max_workers = max_workers;
+    self->max_tasks = max_tasks;
+    self->next_id = 1;
+    if (pthread_mutex_init(&self->mutex, NULL) != 0 || pthread_cond_init(&self->done_cond, NULL) != 0) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    self->loop = pb_loop_new();
+    if (self->loop == NULL) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int
+ProcCore_traverse(ProcCore *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    /* Queued futures may refer back to the engine (their cancel hook). */
+    int rc = 0;
+    pthread_mutex_lock(&self->mutex);
+    for (pp_task *t = self->pend_head; t && !rc; t = t->next)
+        rc = visit(t->future, arg);
+    for (pp_task *t = self->done_head; t && !rc; t = t->next)
+        rc = visit(t->future, arg);
+    for (int i = 0; i < self->nprocs && !rc; i++)
+        if (self->procs[i].task)
+            rc = visit(self->procs[i].task->future, arg);
+    pthread_mutex_unlock(&self->mutex);
+    return rc;
+}
+
+static void
+ProcCore_drop_tasks(ProcCore *self)
+{
+    pp_task *t;
+    while ((t = self->pend_head) != NULL) {
+        pend_unlink(self, t);
+        task_free(t);
+    }
+    while ((t = self->done_head) != NULL) {
+        self->done_head = t->next;
+        task_free(t);
+    }
+    self->done_tail = NULL;
+    self->started_head = self->started_tail = NULL;
+}
+
+static int
+ProcCore_clear(ProcCore *self)
+{
+    if (!self->io_started || self->finished)
+        ProcCore_drop_tasks(self);
+    return 0;
+}
+
+static void
+ProcCore_dealloc(ProcCore *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    /* run() holds a reference until the I/O thread has been joined. */
+    ProcCore_drop_tasks(self);
+    for (int i = 0; i < self->nprocs; i++)
+        proc_close_channels(self, &self->procs[i]);
+    free(self->procs);
+    free(self->table);
+    free(self->error_data);
+    if (self->ctl_fd >= 0)
+        close(self->ctl_fd);
+    pb_loop_free(self->loop);
+    pthread_cond_destroy(&self->done_cond);
+    pthread_mutex_destroy(&self->mutex);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+PyDoc_STRVAR(ProcCore_submit_doc,
+"submit($self, future, payload, timeout, /)\n--\n\n"
+"Queue a pickled task for future; timeout is None or seconds. Return the\n"
+"task id. Raise RuntimeError when the pool no longer accepts work.");
+
+static PyObject *
+ProcCore_submit(ProcCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t timeout_ns;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "submit() takes exactly 3 arguments");
+        return NULL;
+    }
+    if (!PyBytes_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "payload must be bytes");
+        return NULL;
+    }
+    if (pebble_timeout_ns(args[2], &timeout_ns) < 0)
+        return NULL;
+    pp_task *t = PyMem_RawCalloc(1, sizeof(*t));
+    if (t == NULL)
+        return PyErr_NoMemory();
+    t->future = Py_NewRef(args[0]);
+    t->payload = Py_NewRef(args[1]);
+    t->timeout_ns = timeout_ns;
+    t->state = T_PENDING;
+
+    pthread_mutex_lock(&self->mutex);
+    if (self->state != S_RUNNING) {
+        int st = self->state;
+        pthread_mutex_unlock(&self->mutex);
+        task_free(t);
+        PyErr_SetString(PyExc_RuntimeError,
+                        st == S_ERROR ? "Unexpected error within the Pool" : "The Pool is not active");
+        return NULL;
+    }
+    t->id = self->next_id++;
+    if (tt_insert(self, t) < 0) {
+        pthread_mutex_unlock(&self->mutex);
+        task_free(t);
+        return PyErr_NoMemory();
+    }
+    t->prev = self->pend_tail;
+    if (self->pend_tail)
+        self->pend_tail->next = t;
+    else
+        self->pend_head = t;
+    self->pend_tail = t;
+    int wake = self->npending++ == 0;
+    uint64_t id = t->id;
+    pthread_mutex_unlock(&self->mutex);
+    if (wake)
+        pb_loop_wake(self->loop);
+    return PyLong_FromUnsignedLongLong(id);
+}
+
+PyDoc_STRVAR(ProcCore_cancel_doc,
+"cancel($self, task_id, /)\n--\n\n"
+"Drop a pending task or kill the worker running it. The future itself is\n"
+"cancelled by the caller. Return True if the task was still known.");
+
+static PyObject *
+ProcCore_cancel(ProcCore *self, PyObject *arg)
+{
+    unsigned long long id = PyLong_AsUnsignedLongLong(arg);
+    if (id == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    int found = 0, wake = 0;
+    pthread_mutex_lock(&self->mutex);
+    pp_task *t = tt_find(self, id);
+    if (t != NULL) {
+        found = 1;
+        if (t->state == T_PENDING) {
+            task_finish(self, t, OUT_CANCELLED);
+            pthread_cond_signal(&self->done_cond);
+        }
+        else if (t->state == T_SENT && !t->cancel_requested) {
+            t->cancel_requested = 1;
+            self->ncancel++;
+            wake = 1;
+        }
+    }
+    pthread_mutex_unlock(&self->mutex);
+    if (wake)
+        pb_loop_wake(self->loop);
+    return PyBool_FromLong(found);
+}
+
+static PyObject *
+set_state(ProcCore *self, int state)
+{
+    pthread_mutex_lock(&self->mutex);
+    if (self->state == S_RUNNING || (state == S_STOPPING && self->state == S_CLOSING))
+        self->state = state;
+    /* Without an I/O thread nobody else will drop the queue. */
+    if (!self->io_started && state == S_STOPPING)
+        while (self->pend_head)
+            task_finish(self, self->pend_head, OUT_STOPPED);
+    pthread_mutex_unlock(&self->mutex);
+    pb_loop_wake(self->loop);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(ProcCore_close_doc,
+"close($self, /)\n--\n\nRefuse new tasks; workers exit once the queue is drained.");
+
+static PyObject *
+ProcCore_close(ProcCore *self, PyObject *Py_UNUSED(ignored))
+{
+    return set_state(self, S_CLOSING);
+}
+
+PyDoc_STRVAR(ProcCore_stop_doc,
+"stop($self, /)\n--\n\nCancel queued and running tasks and kill the workers.");
+
+static PyObject *
+ProcCore_stop(ProcCore *self, PyObject *Py_UNUSED(ignored))
+{
+    return set_state(self, S_STOPPING);
+}
+
+PyDoc_STRVAR(ProcCore_run_doc,
+"run($self, ctl_fd, resolve, /)\n--\n\n"
+"Drive the pool: start the I/O thread on the launcher control socket\n"
+"ctl_fd (owned from now on) and resolve futures in the calling thread until\n"
+"the pool has finished. resolve(future, outcome, timeout, exitcode, pid)\n"
+"handles the outcomes that carry no payload.");
+
+static PyObject *
+ProcCore_run(ProcCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    pebble_state *st = pebble_state_from_type(Py_TYPE(self));
+    completer_ctx cx = {NULL, NULL};
+    PyObject *futures_mod = NULL, *result = NULL;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "run() takes exactly 2 arguments");
+        return NULL;
+    }
+    int ctl_fd = PyLong_AsInt_compat(args[0]);
+    if (ctl_fd == -1 && PyErr_Occurred())
+        return NULL;
+    if (self->io_started) {
+        PyErr_SetString(PyExc_RuntimeError, "run() called twice");
+        return NULL;
+    }
+    futures_mod = PyImport_ImportModule("concurrent.futures");
+    if (futures_mod == NULL)
+        return NULL;
+    cx.invalid_state = PyObject_GetAttrString(futures_mod, "InvalidStateError");
+    Py_DECREF(futures_mod);
+    if (cx.invalid_state == NULL)
+        return NULL;
+    cx.resolve = args[1];
+
+    Py_INCREF(self);
+    pthread_mutex_lock(&self->mutex);
+    self->ctl_fd = ctl_fd;
+    if (ctl_fd >= 0)
+        pb_set_nonblock(ctl_fd);
+    int rc = pthread_create(&self->io_thread, NULL, io_main, self);
+    if (rc == 0)
+        self->io_started = 1;
+    pthread_mutex_unlock(&self->mutex);
+    if (rc != 0) {
+        errno = rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto error;
+    }
+
+    for (;;) {
+        pp_task *done, *started;
+        int finished;
+        Py_BEGIN_ALLOW_THREADS
+        pthread_mutex_lock(&self->mutex);
+        while (self->done_head == NULL && self->started_head == NULL && !self->finished)
+            pthread_cond_wait(&self->done_cond, &self->mutex);
+        done = self->done_head;
+        started = self->started_head;
+        self->done_head = self->done_tail = NULL;
+        self->started_head = self->started_tail = NULL;
+        finished = self->finished;
+        pthread_mutex_unlock(&self->mutex);
+        Py_END_ALLOW_THREADS
+
+        /* Mark running first: a task may start and end in one batch. */
+        for (pp_task *t = started; t != NULL; t = t->snext) {
+            PyObject *r = PyObject_CallMethod(t->future, "_pebble_start", NULL);
+            if (r == NULL)
+                PyErr_WriteUnraisable(t->future);
+            Py_XDECREF(r);
+        }
+        while (done != NULL) {
+            pp_task *next = done->next;
+            if (done->outcome != OUT_CANCELLED)
+                task_resolve(st, &cx, done);
+            task_free(done);
+            done = next;
+        }
+        if (finished) {
+            pthread_mutex_lock(&self->mutex);
+            int more = self->done_head != NULL || self->started_head != NULL;
+            pthread_mutex_unlock(&self->mutex);
+            if (!more)
+                break;
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(self->io_thread, NULL);
+    Py_END_ALLOW_THREADS
+    /* EOF tells the launcher to exit. */
+    if (self->ctl_fd >= 0)
+        close(self->ctl_fd);
+    self->ctl_fd = -1;
+    result = Py_NewRef(Py_None);
+error:
+    Py_DECREF(self);
+    Py_XDECREF(cx.invalid_state);
+    return result;
+}
+
+static PyObject *
+ProcCore_get_pids(ProcCore *self, void *Py_UNUSED(closure))
+{
+    PyObject *list = PyList_New(0);
+    if (list == NULL)
+        return NULL;
+    pthread_mutex_lock(&self->mutex);
+    int n = self->nprocs;
+    pid_t pids[n > 0 ? n : 1];
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (self->procs[i].state == P_ALIVE)
+            pids[k++] = self->procs[i].pid;
+    pthread_mutex_unlock(&self->mutex);
+    for (int i = 0; i < k; i++) {
+        PyObject *v = PyLong_FromLong(pids[i]);
+        if (v == NULL || PyList_Append(list, v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(v);
+    }
+    return list;
+}
+
+static PyObject *
+ProcCore_get_error(ProcCore *self, void *Py_UNUSED(closure))
+{
+    PyObject *r;
+    pthread_mutex_lock(&self->mutex);
+    if (self->error_what == NULL)
+        r = Py_NewRef(Py_None);
+    else
+        r = Py_BuildValue("(siy#)", self->error_what, self->error_errno,
+                          self->error_data ? self->error_data : "",
+                          (Py_ssize_t)(self->error_data ? self->error_len : 0));
+    pthread_mutex_unlock(&self->mutex);
+    return r;
+}
+
+static PyObject *
+ProcCore_get_pending(ProcCore *self, void *Py_UNUSED(closure))
+{
+    pthread_mutex_lock(&self->mutex);
+    Py_ssize_t n = self->npending;
+    pthread_mutex_unlock(&self->mutex);
+    return PyLong_FromSsize_t(n);
+}
+
+static PyObject *
+ProcCore_get_finished(ProcCore *self, void *Py_UNUSED(closure))
+{
+    pthread_mutex_lock(&self->mutex);
+    int f = self->finished;
+    pthread_mutex_unlock(&self->mutex);
+    return PyBool_FromLong(f);
+}
+
+static PyMethodDef ProcCore_methods[] = {
+    {"submit", (PyCFunction)(void (*)(void))ProcCore_submit, METH_FASTCALL, ProcCore_submit_doc},
+    {"cancel", (PyCFunction)ProcCore_cancel, METH_O, ProcCore_cancel_doc},
+    {"close", (PyCFunction)ProcCore_close, METH_NOARGS, ProcCore_close_doc},
+    {"stop", (PyCFunction)ProcCore_stop, METH_NOARGS, ProcCore_stop_doc},
+    {"run", (PyCFunction)(void (*)(void))ProcCore_run, METH_FASTCALL, ProcCore_run_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef ProcCore_getset[] = {
+    {"pids", (getter)ProcCore_get_pids, NULL, "Process ids of the live workers.", NULL},
+    {"pending", (getter)ProcCore_get_pending, NULL, "Number of tasks not yet dispatched.", NULL},
+    {"error", (getter)ProcCore_get_error, NULL,
+     "None, or (what, code, payload) once the pool broke.", NULL},
+    {"finished", (getter)ProcCore_get_finished, NULL, "True once the I/O thread has left.", NULL},
+    {NULL},
+};
+
+PyDoc_STRVAR(ProcCore_doc,
+"ProcCore(max_workers, max_tasks=0)\n--\n\n"
+"Task queue, I/O thread and completion loop of a process pool.");
+
+static PyType_Slot ProcCore_slots[] = {
+    {Py_tp_new, ProcCore_new},
+    {Py_tp_dealloc, ProcCore_dealloc},
+    {Py_tp_traverse, ProcCore_traverse},
+    {Py_tp_clear, ProcCore_clear},
+    {Py_tp_methods, ProcCore_methods},
+    {Py_tp_getset, ProcCore_getset},
+    {Py_tp_doc, (void *)ProcCore_doc},
+    {0, NULL},
+};
+
+static PyType_Spec ProcCore_spec = {
+    .name = "pebble._pebble.ProcCore",
+    .basicsize = sizeof(ProcCore),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = ProcCore_slots,
+};
+
+int
+pebble_proccore_init(PyObject *module, pebble_state *st)
+{
+    st->ProcCore_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ProcCore_spec, NULL);
+    if (st->ProcCore_Type == NULL)
+        return -1;
+    if (PyModule_AddType(module, st->ProcCore_Type) < 0)
+        return -1;
+#define ADD(name, value) if (PyModule_AddIntConstant(module, name, value) < 0) return -1
+    ADD("OUT_RESULT", OUT_RESULT);
+    ADD("OUT_ERROR", OUT_ERROR);
+    ADD("OUT_TIMEOUT", OUT_TIMEOUT);
+    ADD("OUT_EXPIRED", OUT_EXPIRED);
+    ADD("OUT_CANCELLED", OUT_CANCELLED);
+    ADD("OUT_STOPPED", OUT_STOPPED);
+    ADD("OUT_BROKEN", OUT_BROKEN);
+#undef ADD
+    return pebble_worker_init(module);
+}

@@ -1,0 +1,528 @@
+/* worker.c - the two loops that run outside the pool's process.
+ *
+ * launcher_run(): the launcher process starts workers on request (fork, or
+ * posix_spawn of a fresh interpreter), hands the pool their channel ends
+ * over SCM_RIGHTS, reaps them and reports how they exited. It kills them
+ * all when the pool's control socket closes.
+ *
+ * worker_run(): a worker reads frames from its task pipe, lets Python
+ * execute them and writes the result frames back, GIL released around
+ * every blocking read and write.
+ */
+#include "pebble.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* Writes one frame made of a header, an optional length table and the
+ * given buffers. 0 or -1 with errno set. GIL may be released by caller. */
+static int
+write_frame(int fd, uint64_t id, uint32_t kind, Py_buffer *bufs, int nbufs)
+{
+    pb_frame_hdr h;
+    struct iovec iov[2 + 64];
+    uint64_t lens[64];
+    int n = 0;
+    if (nbufs > 64) {
+        errno = E2BIG;
+        return -1;
+    }
+    memset(&h, 0, sizeof(h));
+    h.id = id;
+    h.kind = kind;
+    h.nbufs = nbufs > 1 ? (uint32_t)(nbufs - 1) : 0;
+    h.len = 0;
+    if (nbufs > 1) {
+        for (int i = 0; i < nbufs; i++)
+            lens[i] = (uint64_t)bufs[i].len;
+        h.len += (uint64_t)nbufs * sizeof(uint64_t);
+    }
+    for (int i = 0; i < nbufs; i++)
+        h.len += (uint64_t)bufs[i].len;
+    iov[n].iov_base = &h;
+    iov[n++].iov_len = sizeof(h);
+    if (nbufs > 1) {
+        iov[n].iov_base = lens;
+        iov[n++].iov_len = (size_t)nbufs * sizeof(uint64_t);
+    }
+    for (int i = 0; i < nbufs; i++) {
+        iov[n].iov_base = bufs[i].buf;
+        iov[n++].iov_len = (size_t)bufs[i].len;
+    }
+    return pb_writev_all(fd, iov, n);
+}
+
+/* Sends (kind, data, buffers) as a frame. 0 or -1 with an exception set. */
+static int
+send_python_frame(int fd, uint64_t id, uint32_t kind, PyObject *data, PyObject *buffers)
+{
+    Py_buffer views[64];
+    int nviews = 0, rc = -1;
+    if (PyObject_GetBuffer(data, &views[0], PyBUF_SIMPLE) < 0)
+        return -1;
+    nviews = 1;
+    if (buffers != NULL && buffers != Py_None) {
+        PyObject *seq = PySequence_Fast(buffers, "buffers must be a sequence");
+        if (seq == NULL)
+            goto done;
+        Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+        if (count > 63) {
+            Py_DECREF(seq);
+            PyErr_SetString(PyExc_ValueError, "too many out-of-band buffers");
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < count; i++) {
+            if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, i), &views[nviews], PyBUF_SIMPLE) < 0) {
+                Py_DECREF(seq);
+                goto done;
+            }
+            nviews++;
+        }
+        Py_DECREF(seq);
+    }
+    int r, err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    r = write_frame(fd, id, kind, views, nviews);
+    if (r < 0)
+        err = errno;
+    Py_END_ALLOW_THREADS
+    if (r < 0) {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto done;
+    }
+    rc = 0;
+done:
+    for (int i = 0; i < nviews; i++)
+        PyBuffer_Release(&views[i]);
+    return rc;
+}
+
+PyDoc_STRVAR(pebble_worker_run_doc,
+"worker_run(task_fd, result_fd, setup, execute, /)\n--\n\n"
+"Serve the worker's channel until EOF (return None) or a failed\n"
+"initializer (return False). setup(kind, payload) handles PREPARE and INIT\n"
+"frames and returns None or the pickled error of the initializer;\n"
+"execute(payload) returns (kind, data, buffers) for a task.");
+
+static PyObject *
+pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "worker_run() takes exactly 4 arguments");
+        return NULL;
+    }
+    int task_fd = PyLong_AsInt_compat(args[0]);
+    int result_fd = PyLong_AsInt_compat(args[1]);
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *setup = args[2], *execute = args[3];
+    for (;;) {
+        pb_frame_hdr h;
+        int r, err = 0;
+        Py_BEGIN_ALLOW_THREADS
+        r = pb_read_all(task_fd, &h, sizeof(h));
+        if (r < 0)
+            err = errno;
+        Py_END_ALLOW_THREADS
+        if (r == 0)
+            Py_RETURN_NONE;
+        if (r < 0) {
+            errno = err;
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        if (h.len > (uint64_t)PY_SSIZE_T_MAX) {
+            PyErr_SetString(PyExc_ValueError, "frame too large");
+            return NULL;
+        }
+        PyObject *payload = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)h.len);
+        if (payload == NULL)
+            return NULL;
+        if (h.len > 0) {
+            char *buf = PyBytes_AS_STRING(payload);
+            Py_BEGIN_ALLOW_THREADS
+            r = pb_read_all(task_fd, buf, (size_t)h.len);
+            if (r <= 0)
+                err = r == 0 ? EIO : errno;
+            Py_END_ALLOW_THREADS
+            if (r <= 0) {
+                Py_DECREF(payload);
+                errno = err;
+                return PyErr_SetFromErrno(PyExc_OSError);
+            }
+        }
+        if (h.kind == PB_FRAME_PREPARE || h.kind == PB_FRAME_INIT) {
+            PyObject *kind = PyLong_FromLong(h.kind);
+            PyObject *res = kind ? PyObject_CallFunctionObjArgs(setup, kind, payload, NULL) : NULL;
+            Py_XDECREF(kind);
+            Py_DECREF(payload);
+            if (res == NULL)
+                return NULL;
+            if (res != Py_None) {
+                int rc = send_python_frame(result_fd, 0, PB_FRAME_INIT_ERROR, res, NULL);
+                Py_DECREF(res);
+                if (rc < 0)
+                    return NULL;
+                Py_RETURN_FALSE;
+            }
+            Py_DECREF(res);
+            if (h.kind == PB_FRAME_INIT) {
+                Py_buffer none;
+                memset(&none, 0, sizeof(none));
+                none.buf = "";
+                Py_BEGIN_ALLOW_THREADS
+                r = write_frame(result_fd, 0, PB_FRAME_READY, &none, 1);
+                if (r < 0)
+                    err = errno;
+                Py_END_ALLOW_THREADS
+                if (r < 0) {
+                    errno = err;
+                    return PyErr_SetFromErrno(PyExc_OSError);
+                }
+            }
+            continue;
+        }
+        if (h.kind != PB_FRAME_TASK) {
+            Py_DECREF(payload);
+            PyErr_Format(PyExc_ValueError, "unexpected frame kind %u", h.kind);
+            return NULL;
+        }
+        PyObject *res = PyObject_CallOneArg(execute, payload);
+        Py_DECREF(payload);
+        if (res == NULL)
+            return NULL;
+        if (!PyTuple_Check(res) || PyTuple_GET_SIZE(res) != 3) {
+            Py_DECREF(res);
+            PyErr_SetString(PyExc_TypeError, "execute() must return (kind, data, buffers)");
+            return NULL;
+        }
+        long kind = PyLong_AsLong(PyTuple_GET_ITEM(res, 0));
+        if (kind == -1 && PyErr_Occurred()) {
+            Py_DECREF(res);
+            return NULL;
+        }
+        int rc = send_python_frame(result_fd, h.id, (uint32_t)kind, PyTuple_GET_ITEM(res, 1),
+                                   PyTuple_GET_ITEM(res, 2));
+        Py_DECREF(res);
+        if (rc < 0)
+            return NULL;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Launcher                                                             */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    int ctl_fd;
+    pb_reaper *reaper;
+    char **argv;          /* spawn mode: the worker's command line */
+    Py_buffer *frames;    /* setup frames written into each new task pipe */
+    uint32_t *kinds;
+    int nframes;
+} launcher;
+
+static void
+launcher_free_argv(char **argv)
+{
+    if (argv == NULL)
+        return;
+    for (char **a = argv; *a; a++)
+        free(*a);
+    free(argv);
+}
+
+/* Moves fd to a descriptor >= 10 so it cannot collide with 3 and 4. */
+static int
+fd_high(int fd)
+{
+    return fcntl(fd, F_DUPFD_CLOEXEC, 10);
+}
+
+/* Starts a worker in spawn mode. Returns its pid or -1 with errno set. */
+static pid_t
+spawn_worker(launcher *L, int task_r, int result_w)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    pid_t pid = -1;
+    int hr = fd_high(task_r), hw = fd_high(result_w), rc;
+    if (hr < 0 || hw < 0) {
+        rc = errno;
+        goto done_fds;
+    }
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, hr, 3);
+    posix_spawn_file_actions_adddup2(&fa, hw, 4);
+    posix_spawnattr_init(&attr);
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+    rc = posix_spawn(&pid, L->argv[0], &fa, &attr, L->argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+done_fds:
+    if (hr >= 0)
+        close(hr);
+    if (hw >= 0)
+        close(hw);
+    if (rc != 0) {
+        errno = rc;
+        return -1;
+    }
+    return pid;
+}
+
+/* Handles a SPAWN request. In a forked worker *child_fds receives its
+ * channel and 1 is returned; otherwise 0, or -1 with a Python error. */
+static int
+launcher_spawn(launcher *L, pb_ctl_msg *req, int child_fds[2])
+{
+    int tp[2] = {-1, -1}, rp[2] = {-1, -1};
+    pb_ctl_msg reply = {PB_CTL_SPAWN_FAILED, req->slot, 0, 0, req->gen};
+    pid_t pid;
+    if (pb_pipe(tp) < 0 || pb_pipe(rp) < 0) {
+        reply.arg = errno;
+        goto fail;
+    }
+    if (L->argv == NULL) {
+        pid_t me = getpid();
+        PyOS_BeforeFork();
+        pid = fork();
+        if (pid == 0) {
+            PyOS_AfterFork_Child();
+            pb_set_parent_death_signal(me);
+            close(L->ctl_fd);
+            pb_reaper_free(L->reaper);
+            L->reaper = NULL;
+            close(tp[1]);
+            close(rp[0]);
+            child_fds[0] = tp[0];
+            child_fds[1] = rp[1];
+            return 1;
+        }
+        int err = errno;
+        PyOS_AfterFork_Parent();
+        errno = err;
+    }
+    else {
+        pid = spawn_worker(L, tp[0], rp[1]);
+    }
+    if (pid < 0) {
+        reply.arg = errno;
+        goto fail;
+    }
+    close(tp[0]);
+    close(rp[1]);
+    tp[0] = rp[1] = -1;
+    pb_reaper_add(L->reaper, pid);
+    /* The worker reads its setup frames before the first task. */
+    for (int i = 0; i < L->nframes; i++) {
+        int r;
+        Py_BEGIN_ALLOW_THREADS
+        r = write_frame(tp[1], 0, L->kinds[i], &L->frames[i], 1);
+        Py_END_ALLOW_THREADS
+        if (r < 0)
+            break;  /* it died already: EXITED will tell */
+    }
+    reply.op = PB_CTL_SPAWNED;
+    reply.pid = pid;
+    int fds[2] = {tp[1], rp[0]};
+    pb_ctl_send(L->ctl_fd, &reply, fds, 2);
+    close(tp[1]);
+    close(rp[0]);
+    return 0;
+fail:
+    for (int i = 0; i < 2; i++) {
+        if (tp[i] >= 0)
+            close(tp[i]);
+        if (rp[i] >= 0)
+            close(rp[i]);
+    }
+    pb_ctl_send(L->ctl_fd, &reply, NULL, 0);
+    return 0;
+}
+
+static void
+launcher_report_exits(launcher *L)
+{
+    int status;
+    pid_t pid;
+    while ((pid = pb_reaper_next(L->reaper, &status)) > 0) {
+        pb_ctl_msg m = {PB_CTL_EXITED, 0, pid, status, 0};
+        pb_ctl_send(L->ctl_fd, &m, NULL, 0);
+    }
+}
+
+PyDoc_STRVAR(pebble_launcher_run_doc,
+"launcher_run(ctl_fd, argv, frames, /)\n--\n\n"
+"Serve the pool's control socket. argv is None to fork workers from this\n"
+"process, or the command line of a fresh worker interpreter; frames is a\n"
+"list of (kind, bytes) written to each new worker first. Return None when\n"
+"the pool goes away, or (task_fd, result_fd) inside a forked worker.");
+
+static PyObject *
+pebble_launcher_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    launcher L;
+    PyObject *result = NULL, *frames = NULL;
+    memset(&L, 0, sizeof(L));
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "launcher_run() takes exactly 3 arguments");
+        return NULL;
+    }
+    L.ctl_fd = PyLong_AsInt_compat(args[0]);
+    if (L.ctl_fd == -1 && PyErr_Occurred())
+        return NULL;
+    if (args[1] != Py_None) {
+        PyObject *seq = PySequence_Fast(args[1], "argv must be a sequence of str");
+        if (seq == NULL)
+            return NULL;
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+        L.argv = calloc((size_t)n + 1, sizeof(char *));
+        for (Py_ssize_t i = 0; L.argv && i < n; i++) {
+            const char *s = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(seq, i));
+            if (s == NULL || (L.argv[i] = strdup(s)) == NULL) {
+                Py_DECREF(seq);
+                if (!PyErr_Occurred())
+                    PyErr_NoMemory();
+                goto done;
+            }
+        }
+        Py_DECREF(seq);
+        if (L.argv == NULL || n == 0) {
+            PyErr_SetString(PyExc_ValueError, "argv must not be empty");
+            goto done;
+        }
+    }
+    frames = PySequence_Fast(args[2], "frames must be a sequence");
+    if (frames == NULL)
+        goto done;
+    L.nframes = (int)PySequence_Fast_GET_SIZE(frames);
+    L.frames = calloc((size_t)L.nframes + 1, sizeof(Py_buffer));
+    L.kinds = calloc((size_t)L.nframes + 1, sizeof(uint32_t));
+    if (L.frames == NULL || L.kinds == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (int i = 0; i < L.nframes; i++) {
+        int kind;
+        Py_buffer view;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(frames, i), "iy*", &kind, &view)) {
+            L.nframes = i;
+            goto done;
+        }
+        L.kinds[i] = (uint32_t)kind;
+        L.frames[i] = view;
+    }
+    L.reaper = pb_reaper_new();
+    if (L.reaper == NULL) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto done;
+    }
+
+    for (;;) {
+        struct pollfd pfd[2] = {
+            {L.ctl_fd, POLLIN, 0},
+            {pb_reaper_fd(L.reaper), POLLIN, 0},
+        };
+        int n;
+        Py_BEGIN_ALLOW_THREADS
+        do {
+            n = poll(pfd, 2, -1);
+        } while (n < 0 && errno == EINTR);
+        Py_END_ALLOW_THREADS
+        if (n < 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            goto shutdown;
+        }
+        if (pfd[1].revents)
+            launcher_report_exits(&L);
+        if (pfd[0].revents) {
+            pb_ctl_msg m;
+            int fds[2];
+            int r = pb_ctl_recv(L.ctl_fd, &m, fds);
+            if (fds[0] >= 0)
+                close(fds[0]);
+            if (fds[1] >= 0)
+                close(fds[1]);
+            if (r <= 0) {
+                if (r < 0 && (errno == EAGAIN || errno == EINTR))
+                    continue;
+                result = Py_NewRef(Py_None);
+                goto shutdown;
+            }
+            if (m.op == PB_CTL_SPAWN) {
+                int child[2];
+                int s = launcher_spawn(&L, &m, child);
+                if (s == 1) {
+                    result = Py_BuildValue("(ii)", child[0], child[1]);
+                    goto done;
+                }
+            }
+            else if (m.op == PB_CTL_KILL) {
+                pb_reaper_kill(L.reaper, m.pid, m.arg);
+            }
+        }
+    }
+
+shutdown:
+    /* The pool is gone: no worker may outlive it. */
+    pb_reaper_kill_all(L.reaper);
+done:
+    pb_reaper_free(L.reaper);
+    for (int i = 0; i < L.nframes; i++)
+        PyBuffer_Release(&L.frames[i]);
+    free(L.frames);
+    free(L.kinds);
+    launcher_free_argv(L.argv);
+    Py_XDECREF(frames);
+    return result;
+}
+
+PyDoc_STRVAR(pebble_set_pdeathsig_doc,
+"set_parent_death_signal(parent_pid, /)\n--\n\n"
+"Have the kernel kill this process when its parent dies; exit at once if\n"
+"parent_pid is no longer the parent.");
+
+static PyObject *
+pebble_set_pdeathsig(PyObject *module, PyObject *arg)
+{
+    int ppid = PyLong_AsInt_compat(arg);
+    if (ppid == -1 && PyErr_Occurred())
+        return NULL;
+    pb_set_parent_death_signal((pid_t)ppid);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef worker_methods[] = {
+    {"worker_run", (PyCFunction)(void (*)(void))pebble_worker_run, METH_FASTCALL, pebble_worker_run_doc},
+    {"launcher_run", (PyCFunction)(void (*)(void))pebble_launcher_run, METH_FASTCALL, pebble_launcher_run_doc},
+    {"set_parent_death_signal", (PyCFunction)pebble_set_pdeathsig, METH_O, pebble_set_pdeathsig_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+pebble_worker_init(PyObject *module)
+{
+    if (PyModule_AddFunctions(module, worker_methods) < 0)
+        return -1;
+#define ADD(name, value) if (PyModule_AddIntConstant(module, name, value) < 0) return -1
+    ADD("FRAME_TASK", PB_FRAME_TASK);
+    ADD("FRAME_PREPARE", PB_FRAME_PREPARE);
+    ADD("FRAME_INIT", PB_FRAME_INIT);
+    ADD("FRAME_RESULT", PB_FRAME_RESULT);
+    ADD("FRAME_ERROR", PB_FRAME_ERROR);
+#undef ADD
+    return 0;
+}

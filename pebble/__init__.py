@@ -1,0 +1,11 @@
+"""pebble: threading and multiprocessing eye-candy on a native engine."""
+
+from pebble import asynchronous, concurrent
+from pebble._version import __version__
+from pebble.common import MapFuture, ProcessExpired, ProcessFuture, ProcessMapFuture
+from pebble.functions import sighandler, synchronized, waitforqueues, waitforthreads
+from pebble.pool import ProcessPool, ThreadPool
+
+__all__ = ["waitforthreads", "waitforqueues", "synchronized", "sighandler",
+           "ProcessFuture", "MapFuture", "ProcessMapFuture", "ProcessExpired",
+           "ProcessPool", "ThreadPool"]

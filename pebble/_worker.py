@@ -1,0 +1,167 @@
+"""Code that runs in the launcher and worker processes of a ProcessPool."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+from typing import Any, List, Optional, Tuple
+
+from pebble import _pebble
+from pebble.common import MapError, RemoteException, format_exception
+
+# (initializer, initargs) inherited by forked workers.
+_INIT: Optional[Tuple[Any, tuple]] = None
+
+
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:
+            pass
+
+
+def launcher_main(ctl_fd: int, argv: Optional[List[str]], frames: List[Tuple[int, bytes]],
+                  init: Optional[Tuple[Any, tuple]]) -> None:
+    """Serve the pool as its launcher; never returns."""
+    status = 0
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        channel = _pebble.launcher_run(ctl_fd, argv, frames)
+        if channel is not None:
+            # A forked worker: serve its channel instead.
+            worker_main(channel[0], channel[1], init)
+    except BaseException:
+        status = 1
+        try:
+            import traceback
+            traceback.print_exc()
+        except BaseException:
+            pass
+    finally:
+        _flush_std_streams()
+        os._exit(status)
+
+
+def worker_main(task_fd: int, result_fd: int, init: Optional[Tuple[Any, tuple]]) -> None:
+    """Serve one worker channel, then exit the process."""
+    global _INIT
+    status = 0
+    try:
+        _INIT = init
+        if _pebble.worker_run(task_fd, result_fd, _setup, _execute) is False:
+            status = 1
+    except BaseException:
+        status = 1
+        try:
+            import traceback
+            traceback.print_exc()
+        except BaseException:
+            pass
+    finally:
+        _flush_std_streams()
+        os._exit(status)
+
+
+def spawn_main(launcher_pid: int) -> None:
+    """Entry point of a worker started as a fresh interpreter (fds 3 and 4)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _pebble.set_parent_death_signal(launcher_pid)
+    worker_main(3, 4, None)
+
+
+def spawned_launcher_main(ctl_fd: int, boot_fd: int) -> None:
+    """Entry point of a launcher started as a fresh interpreter (spawn, forkserver)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+    with os.fdopen(boot_fd, "rb") as boot:
+        config = pickle.load(boot)
+    _pebble.set_parent_death_signal(config["parent"])
+    if config["parent"] != parent:
+        os._exit(1)
+    if config["method"] == "forkserver":
+        # Import what workers share once, then fork them from here.
+        _prepare(config["preparation"])
+        for name in config.get("preload", ()):
+            try:
+                __import__(name)
+            except ImportError:
+                pass
+        init = pickle.loads(config["init"]) if config["init"] else None
+        launcher_main(ctl_fd, None, [(_pebble.FRAME_INIT, b"")], init)
+    else:
+        argv = config["argv"] + [str(os.getpid())]
+        frames = [(_pebble.FRAME_PREPARE, pickle.dumps(config["preparation"], 5)),
+                  (_pebble.FRAME_INIT, config["init"])]
+        launcher_main(ctl_fd, argv, frames, None)
+
+
+def _prepare(data: dict) -> None:
+    import multiprocessing.process
+    import multiprocessing.spawn
+    process = multiprocessing.process.current_process()
+    process._inheriting = True  # type: ignore[attr-defined]
+    try:
+        multiprocessing.spawn.prepare(data)
+    finally:
+        process._inheriting = False  # type: ignore[attr-defined]
+
+
+def _setup(kind: int, payload: bytes) -> Optional[bytes]:
+    """Handle a PREPARE or INIT frame; return the pickled error of a failed initializer."""
+    global _INIT
+    if kind == _pebble.FRAME_PREPARE:
+        _prepare(pickle.loads(payload))
+        return None
+    if payload:
+        _INIT = pickle.loads(payload)
+    if _INIT is not None and _INIT[0] is not None:
+        initializer, initargs = _INIT
+        try:
+            initializer(*initargs)
+        except BaseException as error:
+            return _dump_error(error)[1]
+    return None
+
+
+def _dump_error(error: BaseException) -> Tuple[int, bytes, None]:
+    text = format_exception(error)
+    try:
+        data = pickle.dumps(RemoteException(error, text), 5)
+        pickle.loads(data)  # it must also load in the parent
+    except BaseException as pickling_error:
+        substitute = pickle.PicklingError(
+            "The exception raised could not be sent back: %s: %s (%s)"
+            % (type(error).__name__, error, pickling_error))
+        data = pickle.dumps(RemoteException(substitute, text), 5)
+    return _pebble.FRAME_ERROR, data, None
+
+
+def _execute(payload: bytes) -> Tuple[int, bytes, Optional[list]]:
+    """Run one task: payload is the pickled (function, args, kwargs)."""
+    try:
+        function, args, kwargs = pickle.loads(payload)
+        result = function(*args, **kwargs)
+    except BaseException as error:
+        return _dump_error(error)
+    buffers: List[Any] = []
+    try:
+        data = pickle.dumps(result, 5, buffer_callback=buffers.append)
+    except BaseException as error:
+        return _dump_error(error)
+    return _pebble.FRAME_RESULT, data, buffers or None
+
+
+def process_chunk(function: Any, chunk: tuple) -> list:
+    """Run *function* over a map chunk; failed elements carry their remote traceback."""
+    results = []
+    append = results.append
+    for args in chunk:
+        try:
+            append(function(*args))
+        except Exception as error:
+            append(MapError(RemoteException(error, format_exception(error))))
+    return results

@@ -1,0 +1,308 @@
+"""ProcessPool: the policy layer over the native ProcCore engine."""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import pickle
+import socket
+import sys
+import threading
+import weakref
+from concurrent.futures import TimeoutError
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
+
+from pebble import _pebble, _worker
+from pebble._pebble import ProcCore
+from pebble.common import (CLOSED, CREATED, ERROR, RUNNING_STATE, STOPPED,
+                           MapResults, ProcessExpired, ProcessFuture,
+                           ProcessMapFuture, check_call, check_initializer,
+                           check_max_tasks, check_max_workers, check_timeout)
+from pebble.pool.base import BasePool, schedule_chunks
+
+__all__ = ["ProcessPool"]
+
+_live_pools: "weakref.WeakSet[ProcessPool]" = weakref.WeakSet()
+
+
+def _dumps(obj: Any) -> bytes:
+    return pickle.dumps(obj, 5)
+
+
+def get_start_method(context: Any) -> str:
+    """Return the start method named by a multiprocessing context or module."""
+    if context is None or context is multiprocessing:
+        return multiprocessing.get_start_method()
+    method = getattr(context, "get_start_method", None)
+    if method is None:
+        raise TypeError("context must be a multiprocessing context or the "
+                        "multiprocessing module, not %s" % type(context).__name__)
+    name = method()
+    if name not in ("fork", "spawn", "forkserver"):
+        raise ValueError("unsupported start method %r" % name)
+    return name
+
+
+def _preparation_data() -> dict:
+    import multiprocessing.process
+    import multiprocessing.spawn
+    if getattr(multiprocessing.process.current_process(), "_inheriting", False):
+        raise RuntimeError(
+            "An attempt has been made to start a new process before the current "
+            "process has finished its bootstrapping phase. Use the "
+            "'if __name__ == \"__main__\":' idiom in the main module.")
+    data = multiprocessing.spawn.get_preparation_data("pebble-worker")
+    # Sent over our own pipe, not multiprocessing's: plain bytes.
+    if "authkey" in data:
+        data["authkey"] = bytes(data["authkey"])
+    return data
+
+
+def _interpreter_command(code: str) -> list:
+    """Command line running *code* in a fresh interpreter that imports this pebble."""
+    import multiprocessing.spawn
+    import multiprocessing.util
+    root = os.path.dirname(os.path.dirname(os.path.abspath(_worker.__file__)))
+    code = "import sys; sys.path.insert(0, %r); %s" % (root, code)
+    return ([os.fsdecode(multiprocessing.spawn.get_executable())]
+            + multiprocessing.util._args_from_interpreter_flags() + ["-c", code])
+
+
+def start_launcher(method: str, initializer: Any, initargs: tuple) -> Tuple[int, int]:
+    """Start the launcher process; return (control socket fd, launcher pid)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        if method == "fork":
+            pid = os.fork()
+            if pid == 0:  # the launcher
+                ours.close()
+                _worker.launcher_main(theirs.detach(), None,
+                                      [(_pebble.FRAME_INIT, b"")], (initializer, initargs))
+            return ours.detach(), pid
+        config = {
+            "method": method,
+            "parent": os.getpid(),
+            "preparation": _preparation_data(),
+            "init": _dumps((initializer, initargs)) if initializer is not None else b"",
+            "argv": _interpreter_command(
+                "from pebble._worker import spawn_main; import sys; "
+                "spawn_main(int(sys.argv[-1]))"),
+        }
+        if method == "forkserver":
+            from multiprocessing import forkserver
+            config["preload"] = list(getattr(forkserver._forkserver, "_preload_modules", ()))
+        boot_r, boot_w = os.pipe()
+        try:
+            argv = _interpreter_command(
+                "from pebble._worker import spawned_launcher_main; "
+                "spawned_launcher_main(3, 4)")
+            # Move the descriptors out of the way of 3 and 4 before dup2.
+            ctl = os.dup(theirs.fileno()) if theirs.fileno() < 10 else theirs.fileno()
+            boot = os.dup(boot_r) if boot_r < 10 else boot_r
+            actions = [(os.POSIX_SPAWN_DUP2, ctl, 3), (os.POSIX_SPAWN_DUP2, boot, 4)]
+            pid = os.posix_spawn(argv[0], argv, dict(os.environ), file_actions=actions)
+            for fd in {ctl, boot} - {theirs.fileno(), boot_r}:
+                os.close(fd)
+            os.close(boot_r)
+            boot_r = -1
+            with os.fdopen(boot_w, "wb") as out:
+                boot_w = -1
+                pickle.dump(config, out, 5)
+        finally:
+            if boot_r >= 0:
+                os.close(boot_r)
+            if boot_w >= 0:
+                os.close(boot_w)
+        return ours.detach(), pid
+    finally:
+        theirs.close()
+        ours.close()
+
+
+class ProcessPool(BasePool):
+    """A pool of worker processes with task timeouts and crash recovery.
+
+    *max_workers* processes run the scheduled calls; with *max_tasks* > 0
+    each worker is replaced after that many calls. *initializer* is called
+    with *initargs* in every new worker; if it fails the pool enters an
+    error state. *context* is a multiprocessing context (or the module
+    itself) choosing the start method: fork, spawn or forkserver.
+    """
+
+    def __init__(self, max_workers: int = multiprocessing.cpu_count(),
+                 max_tasks: int = 0,
+                 initializer: Optional[Callable[..., Any]] = None,
+                 initargs: Sequence[Any] = (),
+                 context: Any = multiprocessing):
+        super().__init__()
+        self._max_workers = check_max_workers(max_workers)
+        self._max_tasks = check_max_tasks(max_tasks)
+        self._initializer, self._initargs = check_initializer(initializer, initargs)
+        self._method = get_start_method(context)
+        self._core = ProcCore(self._max_workers, self._max_tasks)
+        self._manager: Optional[threading.Thread] = None
+        self._broken: Optional[BaseException] = None
+
+    # -- engine ------------------------------------------------------------
+
+    def _start(self) -> None:
+        self._manager = threading.Thread(target=self._manage, name="ProcessPool-manager",
+                                         daemon=True)
+        self._manager.start()
+        _live_pools.add(self)
+
+    def _manage(self) -> None:
+        try:
+            ctl_fd, launcher = start_launcher(self._method, self._initializer, self._initargs)
+        except BaseException as error:
+            self._broken = error
+            self._core.stop()
+            self._core.run(-1, self._resolve)  # resolve what was queued
+            return
+        try:
+            self._core.run(ctl_fd, self._resolve)
+        finally:
+            try:
+                os.waitpid(launcher, 0)
+            except ChildProcessError:
+                pass
+
+    def _pool_error(self) -> Optional[BaseException]:
+        """The error that broke the pool, if it broke."""
+        if self._broken is not None:
+            return self._broken
+        state = self._core.error
+        if state is None:
+            return None
+        what, code, payload = state
+        if what == "initializer" and payload:
+            try:
+                cause = pickle.loads(payload)
+            except BaseException as error:
+                cause = error
+            error = RuntimeError("The pool initializer raised %s: %s"
+                                 % (type(cause).__name__, cause))
+            error.__cause__ = cause
+        elif what == "startup":
+            error = RuntimeError("A worker process died while starting (exit code %d)" % code)
+        elif what == "spawn":
+            error = RuntimeError("Workers could not be started: %s" % os.strerror(code))
+        else:
+            error = RuntimeError("The pool's launcher process died")
+        self._broken = error
+        return error
+
+    def _sync_state(self) -> None:
+        if self._state in (RUNNING_STATE, CLOSED) and self._pool_error() is not None:
+            self._state = ERROR
+            self._error = self._broken
+
+    def _resolve(self, future: ProcessFuture, outcome: int, timeout: float,
+                 exitcode: int, pid: int) -> None:
+        """Resolve *future* for outcomes that carry no payload (I/O thread verdicts)."""
+        if outcome == _pebble.OUT_TIMEOUT:
+            future.set_exception(TimeoutError("Task timeout", timeout))
+        elif outcome == _pebble.OUT_EXPIRED:
+            future.set_exception(ProcessExpired("Abnormal termination", code=exitcode, pid=pid))
+        elif outcome == _pebble.OUT_STOPPED:
+            if self._broken is not None:
+                future.set_exception(self._broken)
+            else:
+                future.cancel()
+        elif outcome == _pebble.OUT_BROKEN:
+            self._sync_state()
+            error = self._pool_error() or RuntimeError("Unexpected error within the Pool")
+            future.set_exception(error)
+
+    # -- public API --------------------------------------------------------
+
+    @property
+    def active(self) -> bool:
+        """True while the pool runs, or is closed with work still to finish."""
+        self._sync_state()
+        if self._state in (CREATED, RUNNING_STATE):
+            return True
+        if self._state == CLOSED:
+            return self._manager is not None and self._manager.is_alive()
+        return False
+
+    def schedule(self, function: Callable[..., Any], args: Iterable[Any] = (),
+                 kwargs: Optional[Dict[str, Any]] = None,
+                 timeout: Optional[float] = None) -> ProcessFuture:
+        """Schedule *function(\\*args, \\*\\*kwargs)* in a worker; return its ProcessFuture.
+
+        With *timeout* (seconds) the worker running the call is stopped once
+        it expires and the future raises TimeoutError.
+        """
+        self._check_pool_state()
+        args, kwargs = check_call(function, args, kwargs)
+        timeout = check_timeout(timeout)
+        future = ProcessFuture()
+        try:
+            payload = _dumps((function, args, kwargs))
+        except BaseException as error:
+            future.set_exception(error)
+            return future
+        try:
+            task_id = self._core.submit(future, payload, timeout)
+        except RuntimeError:
+            self._sync_state()
+            raise
+        future._pebble_cancel = self._core.cancel
+        future._pebble_id = task_id
+        return future
+
+    def submit(self, function: Callable[..., Any], timeout: Optional[float],
+               /, *args: Any, **kwargs: Any) -> ProcessFuture:
+        """Schedule *function(\\*args, \\*\\*kwargs)* with *timeout* (``Executor.submit`` style)."""
+        return self.schedule(function, args=args, kwargs=kwargs, timeout=timeout)
+
+    def map(self, function: Callable[..., Any], *iterables: Iterable[Any],
+            chunksize: int = 1, timeout: Optional[float] = None) -> ProcessMapFuture:
+        """Compute *function* over the zipped *iterables* in the workers.
+
+        Return a ProcessMapFuture whose result iterates over the results in
+        order, raising each element's error at its place. *timeout* applies
+        to each chunk: a chunk running longer is stopped and raises
+        TimeoutError when reached.
+        """
+        self._check_pool_state()
+        timeout = check_timeout(timeout)
+        futures = schedule_chunks(self.schedule, function, iterables, chunksize,
+                                  _worker.process_chunk, timeout=timeout)
+        map_future = ProcessMapFuture(futures)
+        return self._map(map_future, futures, MapResults(futures))
+
+    # -- lifecycle hooks -----------------------------------------------------
+
+    def _close(self) -> None:
+        self._core.close()
+
+    def _stop(self) -> None:
+        self._core.stop()
+
+    def _join(self, deadline: Optional[float]) -> bool:
+        manager = self._manager
+        if manager is None:
+            return True
+        if manager is threading.current_thread():
+            raise RuntimeError("join() called from a callback of the pool")
+        import time
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        manager.join(remaining)
+        if manager.is_alive():
+            return False
+        self._sync_state()
+        return True
+
+
+@atexit.register
+def _stop_pools_at_exit() -> None:
+    """Stop every live pool so the interpreter exits promptly with no child left."""
+    for pool in list(_live_pools):
+        try:
+            pool.stop()
+            pool.join(5)
+        except BaseException:
+            pass
