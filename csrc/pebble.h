@@ -118,6 +118,7 @@ enum {
     PB_FRAME_TASK = 1,      /* parent -> worker: pickled (function, args, kwargs) */
     PB_FRAME_PREPARE = 2,   /* launcher -> spawned worker: pickled preparation data */
     PB_FRAME_INIT = 3,      /* launcher -> worker: pickled (initializer, initargs) */
+    PB_FRAME_STOP = 4,      /* parent -> worker: exit cleanly */
     PB_FRAME_READY = 10,    /* worker -> parent: started, initializer done */
     PB_FRAME_RESULT = 11,   /* worker -> parent: pickled result */
     PB_FRAME_ERROR = 12,    /* worker -> parent: pickled exception of the task */
@@ -140,6 +141,7 @@ typedef struct {
 enum {
     PB_CTL_SPAWN = 1,       /* pool -> launcher: start a worker for slot */
     PB_CTL_KILL = 2,        /* pool -> launcher: signal pid with arg */
+    PB_CTL_EXIT = 3,        /* pool -> launcher: kill what is left and exit */
     PB_CTL_SPAWNED = 11,    /* launcher -> pool: slot's worker is pid */
     PB_CTL_SPAWN_FAILED = 12, /* launcher -> pool: errno in arg */
     PB_CTL_EXITED = 13,     /* launcher -> pool: pid exited, wait status in arg */

@@ -299,6 +299,27 @@ ctl_kill(ProcCore *self, pid_t pid, int sig)
         pb_ctl_send(self->ctl_fd, &m, NULL, 0);
 }
 
+/* Tells an idle worker to exit by itself. Descriptors inherited by other
+ * processes would hide EOF, so the request is an explicit frame. */
+static void
+proc_retire(ProcCore *self, pp_proc *p)
+{
+    pb_frame_hdr h;
+    memset(&h, 0, sizeof(h));
+    h.kind = PB_FRAME_STOP;
+    if (p->task_fd >= 0) {
+        /* The pipe is empty when the worker is idle: this never blocks. */
+        ssize_t w;
+        do {
+            w = write(p->task_fd, &h, sizeof(h));
+        } while (w < 0 && errno == EINTR);
+        pb_loop_watch(self->loop, p->task_fd, 0);
+        close(p->task_fd);
+        p->task_fd = -1;
+    }
+    p->state = P_RETIRING;
+}
+
 /* Kills a worker: SIGTERM now, SIGKILL after the grace period. Its task,
  * if any, must already be finished or re-queued by the caller. */
 static void
@@ -477,13 +498,8 @@ proc_frame(ProcCore *self, pp_proc *p, pb_frame_hdr *h, char *data)
         t->len = (size_t)h->len;
         t->nbufs = h->nbufs;
         task_finish(self, t, h->kind == PB_FRAME_RESULT ? OUT_RESULT : OUT_ERROR);
-        if (self->max_tasks && p->ntasks >= self->max_tasks && p->state == P_ALIVE) {
-            /* EOF on its task pipe makes the worker exit cleanly. */
-            pb_loop_watch(self->loop, p->task_fd, 0);
-            close(p->task_fd);
-            p->task_fd = -1;
-            p->state = P_RETIRING;
-        }
+        if (self->max_tasks && p->ntasks >= self->max_tasks && p->state == P_ALIVE)
+            proc_retire(self, p);
         return;
     default:
         free(data);
@@ -764,12 +780,8 @@ schedule_work(ProcCore *self)
         /* Drained: idle workers get EOF and exit by themselves. */
         for (int i = 0; i < self->nprocs; i++) {
             pp_proc *p = &self->procs[i];
-            if (p->state == P_ALIVE && p->task == NULL) {
-                pb_loop_watch(self->loop, p->task_fd, 0);
-                close(p->task_fd);
-                p->task_fd = -1;
-                p->state = P_RETIRING;
-            }
+            if (p->state == P_ALIVE && p->task == NULL)
+                proc_retire(self, p);
         }
     }
     if (self->state == S_STOPPING) {
@@ -836,6 +848,10 @@ io_main(void *arg)
             if ((events[i].events & PB_EV_READ) && fd == p->result_fd)
                 proc_read(self, p);
         }
+    }
+    if (!self->ctl_eof) {
+        pb_ctl_msg m = {PB_CTL_EXIT, 0, 0, 0, 0};
+        pb_ctl_send(self->ctl_fd, &m, NULL, 0);
     }
     self->finished = 1;
     pthread_cond_broadcast(&self->done_cond);

@@ -191,6 +191,10 @@ pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
             continue;
         }
+        if (h.kind == PB_FRAME_STOP) {
+            Py_DECREF(payload);
+            Py_RETURN_NONE;
+        }
         if (h.kind != PB_FRAME_TASK) {
             Py_DECREF(payload);
             PyErr_Format(PyExc_ValueError, "unexpected frame kind %u", h.kind);
@@ -472,6 +476,10 @@ pebble_launcher_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
             else if (m.op == PB_CTL_KILL) {
                 pb_reaper_kill(L.reaper, m.pid, m.arg);
+            }
+            else if (m.op == PB_CTL_EXIT) {
+                result = Py_NewRef(Py_None);
+                goto shutdown;
             }
         }
     }
