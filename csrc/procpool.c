@@ -106,6 +106,7 @@ typedef struct {
     pthread_cond_t done_cond;      /* completer: completions or finish */
     int max_workers;
     uint64_t max_tasks;
+    int spare;                     /* elastic mode (>= 0): busy + pending + spare workers */
     int state;                     /* S_* */
     int finished;                  /* the I/O thread has left */
     int io_started;
@@ -750,7 +751,16 @@ static void
 schedule_work(ProcCore *self)
 {
     if (self->state == S_RUNNING || (self->state == S_CLOSING && self->pend_head != NULL)) {
-        for (int n = live_workers(self); n < self->max_workers && !self->ctl_eof; n++)
+        int want = self->max_workers;
+        if (self->spare >= 0) {
+            /* Elastic: a worker per task in flight, plus warm spares. */
+            int busy = 0;
+            for (int i = 0; i < self->nprocs; i++)
+                busy += self->procs[i].task != NULL;
+            int64_t w = (int64_t)busy + self->npending + (self->state == S_RUNNING ? self->spare : 0);
+            want = w < self->max_workers ? (int)w : self->max_workers;
+        }
+        for (int n = live_workers(self); n < want && !self->ctl_eof; n++)
             proc_spawn(self);
     }
     for (int i = 0; i < self->nprocs && self->pend_head; i++) {
@@ -999,10 +1009,11 @@ task_resolve(pebble_state *st, completer_ctx *cx, pp_task *t)
 static PyObject *
 ProcCore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"max_workers", "max_tasks", NULL};
-    int max_workers;
+    static char *kwlist[] = {"max_workers", "max_tasks", "spare", NULL};
+    int max_workers, spare = -1;
     unsigned long long max_tasks = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|K:ProcCore", kwlist, &max_workers, &max_tasks))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|Ki:ProcCore", kwlist, &max_workers,
+                                     &max_tasks, &spare))
         return NULL;
     if (max_workers < 1) {
         PyErr_SetString(PyExc_ValueError, "max_workers must be >= 1");
@@ -1014,6 +1025,7 @@ ProcCore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->ctl_fd = -1;
     self->max_workers = max_workers;
     self->max_tasks = max_tasks;
+    self->spare = spare;
     self->next_id = 1;
     if (pthread_mutex_init(&self->mutex, NULL) != 0 || pthread_cond_init(&self->done_cond, NULL) != 0) {
         Py_DECREF(self);
@@ -1389,8 +1401,10 @@ static PyGetSetDef ProcCore_getset[] = {
 };
 
 PyDoc_STRVAR(ProcCore_doc,
-"ProcCore(max_workers, max_tasks=0)\n--\n\n"
-"Task queue, I/O thread and completion loop of a process pool.");
+"ProcCore(max_workers, max_tasks=0, spare=-1)\n--\n\n"
+"Task queue, I/O thread and completion loop of a process pool. With\n"
+"spare >= 0 the pool is elastic: it keeps one worker per task in flight\n"
+"plus spare idle ones, up to max_workers.");
 
 static PyType_Slot ProcCore_slots[] = {
     {Py_tp_new, ProcCore_new},

@@ -1,10 +1,12 @@
 """pebble: threading and multiprocessing eye-candy on a native engine."""
 
-from pebble import asynchronous, concurrent
+from pebble import _decorators, asynchronous, concurrent
 from pebble._version import __version__
 from pebble.common import MapFuture, ProcessExpired, ProcessFuture, ProcessMapFuture
 from pebble.functions import sighandler, synchronized, waitforqueues, waitforthreads
 from pebble.pool import ProcessPool, ThreadPool
+
+_decorators.register_exit_hook()
 
 __all__ = ["waitforthreads", "waitforqueues", "synchronized", "sighandler",
            "ProcessFuture", "MapFuture", "ProcessMapFuture", "ProcessExpired",

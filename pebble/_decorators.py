@@ -168,3 +168,117 @@ def get_loop() -> asyncio.AbstractEventLoop:
         return asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.get_event_loop_policy().get_event_loop()
+
+
+# -- processes ---------------------------------------------------------------
+
+# One elastic engine per start method: a process per call, one spare kept warm.
+_engines: Dict[str, Any] = {}
+_engines_lock = threading.Lock()
+_nondaemon: "set" = set()
+_nondaemon_lock = threading.Lock()
+MAX_PROCESSES = 4096
+
+
+def process_engine(context: Any) -> Any:
+    """The process-wide engine running decorated calls for *context*."""
+    from pebble.pool.process import ProcessPool, get_start_method
+    method = get_start_method(context)
+    engine = _engines.get(method)
+    if engine is None or not engine.active:
+        with _engines_lock:
+            engine = _engines.get(method)
+            if engine is None or not engine.active:
+                import multiprocessing
+                engine = ProcessPool(MAX_PROCESSES, max_tasks=1,
+                                     context=multiprocessing.get_context(method),
+                                     _spare=1)
+                _engines[method] = engine
+    return engine
+
+
+def _reset_engines_after_fork() -> None:
+    global _engines_lock, _nondaemon_lock
+    _engines.clear()
+    _nondaemon.clear()
+    _engines_lock = threading.Lock()
+    _nondaemon_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_engines_after_fork)
+
+
+def run_decorated(target: Any, args: tuple, kwargs: Dict[str, Any],
+                  name: Optional[str], daemon: bool) -> Any:
+    """Worker side of a decorated call: unwrap the decorator and run the function."""
+    import multiprocessing
+    function = getattr(target, "__pebble_original__", target)
+    process = multiprocessing.current_process()
+    if name is not None:
+        process.name = name
+    try:
+        process.daemon = daemon
+    except (AssertionError, ValueError):
+        pass
+    return function(*args, **kwargs)
+
+
+class ProcessCall:
+    """The parameters of a process decorator and how to launch one call."""
+
+    __slots__ = ("function", "name", "daemon", "timeout", "context", "pool")
+
+    def __init__(self, function: Callable[..., Any], params: Dict[str, Any]):
+        self.function = function
+        self.name = params["name"]
+        self.daemon = params["daemon"]
+        self.timeout = params["timeout"]
+        self.context = params["context"]
+        self.pool = params["pool"]
+
+    def launch(self, wrapper: Callable[..., Any], args: tuple, kwargs: Dict[str, Any]) -> Any:
+        """Start one call; return its ProcessFuture."""
+        # A module-level decorated function pickles by name as the wrapper;
+        # the worker unwraps it. Anything else pickles as itself.
+        target = wrapper if _pickles_by_name(wrapper) else self.function
+        pool = self.pool if self.pool is not None else process_engine(self.context)
+        future = pool.schedule(run_decorated, args=(target, args, kwargs, self.name, self.daemon),
+                               timeout=self.timeout)
+        if not self.daemon:
+            with _nondaemon_lock:
+                _nondaemon.add(future)
+            future.add_done_callback(_forget_nondaemon)
+        return future
+
+
+def _forget_nondaemon(future: Any) -> None:
+    with _nondaemon_lock:
+        _nondaemon.discard(future)
+
+
+def _pickles_by_name(wrapper: Callable[..., Any]) -> bool:
+    import sys
+    module = sys.modules.get(getattr(wrapper, "__module__", None) or "")
+    if module is None:
+        return False
+    obj: Any = module
+    for part in getattr(wrapper, "__qualname__", "").split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return False
+    return obj is wrapper
+
+
+def _wait_nondaemon_at_exit() -> None:
+    """Non-daemon calls keep the interpreter alive until they finish."""
+    import concurrent.futures
+    with _nondaemon_lock:
+        pending = list(_nondaemon)
+    if pending:
+        concurrent.futures.wait(pending)
+
+
+def register_exit_hook() -> None:
+    import atexit
+    # Imported after pebble.pool.process, so this runs before pools are stopped.
+    atexit.register(_wait_nondaemon_at_exit)

@@ -1,5 +1,6 @@
 """Decorators returning ``asyncio`` futures."""
 
+from pebble.asynchronous.process import process
 from pebble.asynchronous.thread import thread
 
-__all__ = ["thread"]
+__all__ = ["process", "thread"]

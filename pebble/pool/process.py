@@ -134,13 +134,13 @@ class ProcessPool(BasePool):
                  max_tasks: int = 0,
                  initializer: Optional[Callable[..., Any]] = None,
                  initargs: Sequence[Any] = (),
-                 context: Any = multiprocessing):
+                 context: Any = multiprocessing, *, _spare: int = -1):
         super().__init__()
         self._max_workers = check_max_workers(max_workers)
         self._max_tasks = check_max_tasks(max_tasks)
         self._initializer, self._initargs = check_initializer(initializer, initargs)
         self._method = get_start_method(context)
-        self._core = ProcCore(self._max_workers, self._max_tasks)
+        self._core = ProcCore(self._max_workers, self._max_tasks, _spare)
         self._manager: Optional[threading.Thread] = None
         self._broken: Optional[BaseException] = None
 

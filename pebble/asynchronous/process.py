@@ -1,0 +1,32 @@
+"""``@asynchronous.process``: run a function in a fresh process, await an asyncio Future."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, Dict
+
+from pebble import _decorators
+from pebble.concurrent.process import _DEFAULTS, _validate
+
+__all__ = ["process"]
+
+
+def _wrap(function: Callable[..., Any], params: Dict[str, Any]) -> Callable[..., asyncio.Future]:
+    call = _decorators.ProcessCall(function, params)
+
+    def wrapper(*args: Any, **kwargs: Any) -> asyncio.Future:
+        loop = _decorators.get_loop()
+        # Resolved through loop.call_soon_threadsafe; cancelling it kills the process.
+        return asyncio.wrap_future(call.launch(wrapper, args, kwargs), loop=loop)
+
+    wrapper.__pebble_original__ = function  # type: ignore[attr-defined]
+    return _decorators.update_wrapper(wrapper, function)
+
+
+def process(*args: Any, **kwargs: Any) -> Any:
+    """Run the decorated function in a fresh process; calls return asyncio Futures.
+
+    Same parameters as ``pebble.concurrent.process``. Await the returned
+    future in the running loop; cancelling the awaiting task kills the process.
+    """
+    return _decorators.decorate("process", args, kwargs, _DEFAULTS, _validate, _wrap)
