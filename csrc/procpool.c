@@ -87,7 +87,10 @@ typedef struct pp_proc {
     /* Output: header and payload offset of the task being written. */
     pb_frame_hdr whdr;
     size_t woff;               /* bytes of header+payload written */
-    int wbusy;                 /* a frame is partially written */
+    int wbusy;                 /* a frame is waiting to be (fully) written */
+    int wwatch;                /* task_fd is watched for writability */
+    int wfail;                 /* the last write failed: channel broken */
+    int rdata_ready;           /* stage or rdata got bytes to parse */
     /* Input: a staging buffer and the frame being assembled. */
     char *stage;
     size_t slen;               /* bytes in stage */
@@ -290,6 +293,7 @@ proc_close_channels(ProcCore *self, pp_proc *p)
     p->rdata = NULL;
     p->rhave_hdr = 0;
     p->wbusy = 0;
+    p->wwatch = 0;
 }
 
 static void
@@ -424,13 +428,15 @@ proc_dispatch(ProcCore *self, pp_proc *p, pp_task *t)
     }
 }
 
-/* Writes as much of p's current frame as the pipe takes. Returns -1 when
- * the worker's channel broke. */
-static int
+/* Writes as much of p's current frame as the pipe takes. Called without
+ * the mutex: only the I/O thread touches a worker's output state, and a
+ * sent task is never freed before its outcome is recorded by this thread.
+ * On a broken channel it sets p->wfail. */
+static void
 proc_flush(ProcCore *self, pp_proc *p)
 {
-    if (!p->wbusy)
-        return 0;
+    if (!p->wbusy || p->task == NULL || p->task_fd < 0)
+        return;
     size_t hlen = sizeof(p->whdr);
     size_t total = hlen + (size_t)p->whdr.len;
     const char *payload = PyBytes_AS_STRING(p->task->payload);
@@ -455,16 +461,20 @@ proc_flush(ProcCore *self, pp_proc *p)
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                pb_loop_watch(self->loop, p->task_fd, PB_EV_WRITE);
-                return 0;
+                if (!p->wwatch && pb_loop_watch(self->loop, p->task_fd, PB_EV_WRITE) == 0)
+                    p->wwatch = 1;
+                return;
             }
-            return -1;
+            p->wfail = 1;
+            return;
         }
         p->woff += (size_t)w;
     }
     p->wbusy = 0;
-    pb_loop_watch(self->loop, p->task_fd, 0);
-    return 0;
+    if (p->wwatch) {
+        pb_loop_watch(self->loop, p->task_fd, 0);
+        p->wwatch = 0;
+    }
 }
 
 /* Handles one complete frame from p. Takes ownership of data. */
@@ -508,86 +518,102 @@ proc_frame(ProcCore *self, pp_proc *p, pb_frame_hdr *h, char *data)
     }
 }
 
-/* Reads everything available from p's result pipe. */
+/* Reads what is available from p's result pipe into its buffers. Called
+ * without the mutex (the buffers are the I/O thread's own). */
 static void
-proc_read(ProcCore *self, pp_proc *p)
+proc_fill(pp_proc *p)
 {
-    if (p->result_fd < 0)
+    if (p->result_fd < 0 || p->eof)
         return;
     if (p->stage == NULL && (p->stage = malloc(STAGE_SIZE)) == NULL)
         return;
     for (;;) {
-        /* A large payload is read straight into its own block. */
-        if (p->rhave_hdr && p->rgot + p->slen < p->rhdr.len && p->slen == 0) {
-            ssize_t r = read(p->result_fd, p->rdata + p->rgot, (size_t)p->rhdr.len - p->rgot);
+        ssize_t r;
+        if (p->rhave_hdr && p->slen == 0 && p->rgot < p->rhdr.len) {
+            /* A large payload is read straight into its own block. */
+            r = read(p->result_fd, p->rdata + p->rgot, (size_t)(p->rhdr.len - p->rgot));
             if (r > 0) {
                 p->rgot += (size_t)r;
-                if (p->rgot == p->rhdr.len) {
-                    char *d = p->rdata;
-                    p->rdata = NULL;
-                    p->rhave_hdr = 0;
-                    proc_frame(self, p, &p->rhdr, d);
-                    if (p->result_fd < 0)
-                        return;
-                }
-                continue;
-            }
-            if (r < 0 && errno == EINTR)
-                continue;
-            if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                p->rdata_ready = 1;
+                if (p->rgot < p->rhdr.len)
+                    continue;
                 return;
-            p->eof = 1;
-            pb_loop_watch(self->loop, p->result_fd, 0);
-            return;
-        }
-        ssize_t r = read(p->result_fd, p->stage + p->slen, STAGE_SIZE - p->slen);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return;
-            r = 0;
-        }
-        if (r == 0) {
-            p->eof = 1;
-            pb_loop_watch(self->loop, p->result_fd, 0);
-            return;
-        }
-        p->slen += (size_t)r;
-        size_t off = 0;
-        for (;;) {
-            if (!p->rhave_hdr) {
-                if (p->slen - off < sizeof(pb_frame_hdr))
-                    break;
-                memcpy(&p->rhdr, p->stage + off, sizeof(pb_frame_hdr));
-                off += sizeof(pb_frame_hdr);
-                p->rhave_hdr = 1;
-                p->rgot = 0;
-                p->rdata = malloc(p->rhdr.len ? (size_t)p->rhdr.len : 1);
-                if (p->rdata == NULL) {
-                    /* Cannot hold the frame: treat the worker as broken. */
-                    p->eof = 1;
-                    return;
-                }
             }
-            size_t take = p->slen - off;
-            if (take > p->rhdr.len - p->rgot)
-                take = (size_t)(p->rhdr.len - p->rgot);
-            memcpy(p->rdata + p->rgot, p->stage + off, take);
-            p->rgot += take;
-            off += take;
-            if (p->rgot < p->rhdr.len)
+        }
+        else {
+            if (p->slen == STAGE_SIZE)
+                return;  /* parse first; the pipe stays readable */
+            r = read(p->result_fd, p->stage + p->slen, STAGE_SIZE - p->slen);
+            if (r > 0) {
+                p->slen += (size_t)r;
+                p->rdata_ready = 1;
+                return;
+            }
+        }
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        p->eof = 1;
+        p->rdata_ready = 1;
+        return;
+    }
+}
+
+/* Turns buffered bytes into frames. Mutex held. */
+static void
+proc_parse(ProcCore *self, pp_proc *p)
+{
+    size_t off = 0;
+    p->rdata_ready = 0;
+    for (;;) {
+        if (!p->rhave_hdr) {
+            if (p->slen - off < sizeof(pb_frame_hdr))
                 break;
-            char *d = p->rdata;
-            p->rdata = NULL;
-            p->rhave_hdr = 0;
-            proc_frame(self, p, &p->rhdr, d);
-            if (p->result_fd < 0)
-                return;
+            memcpy(&p->rhdr, p->stage + off, sizeof(pb_frame_hdr));
+            off += sizeof(pb_frame_hdr);
+            p->rhave_hdr = 1;
+            p->rgot = 0;
+            p->rdata = malloc(p->rhdr.len ? (size_t)p->rhdr.len : 1);
+            if (p->rdata == NULL) {
+                /* Cannot hold the frame: drop the channel. */
+                p->rhave_hdr = 0;
+                p->eof = 1;
+                break;
+            }
         }
+        size_t take = p->slen - off;
+        if (take > p->rhdr.len - p->rgot)
+            take = (size_t)(p->rhdr.len - p->rgot);
+        memcpy(p->rdata + p->rgot, p->stage + off, take);
+        p->rgot += take;
+        off += take;
+        if (p->rgot < p->rhdr.len)
+            break;
+        char *d = p->rdata;
+        p->rdata = NULL;
+        p->rhave_hdr = 0;
+        proc_frame(self, p, &p->rhdr, d);
+        if (p->stage == NULL)
+            return;  /* the channel was closed meanwhile */
+    }
+    if (off > 0 && p->stage != NULL) {
         memmove(p->stage, p->stage + off, p->slen - off);
         p->slen -= off;
     }
+    if (p->eof && p->result_fd >= 0)
+        pb_loop_watch(self->loop, p->result_fd, 0);
+}
+
+/* Reads and parses everything available now. Mutex held (rare paths). */
+static void
+proc_read(ProcCore *self, pp_proc *p)
+{
+    do {
+        p->rdata_ready = 0;
+        proc_fill(p);
+        proc_parse(self, p);
+    } while (p->rdata_ready && !p->eof && p->stage != NULL);
 }
 
 static pp_proc *
@@ -746,6 +772,30 @@ handle_deadlines(ProcCore *self)
     return next;
 }
 
+/* A worker whose task pipe broke is dying: its EXITED report will follow.
+ * Its task never reached it, so it goes back to the head of the queue. */
+static void
+proc_write_failed(ProcCore *self, pp_proc *p)
+{
+    pp_task *t = p->task;
+    p->wfail = 0;
+    p->task = NULL;
+    if (t != NULL && t->state == T_SENT) {
+        t->state = T_PENDING;
+        t->next = self->pend_head;
+        t->prev = NULL;
+        if (self->pend_head)
+            self->pend_head->prev = t;
+        else
+            self->pend_tail = t;
+        self->pend_head = t;
+        self->npending++;
+    }
+    proc_close_channels(self, p);
+    p->state = P_DYING;
+    p->kill_at = -1;
+}
+
 /* Keeps the worker count and hands pending tasks to idle workers. */
 static void
 schedule_work(ProcCore *self)
@@ -768,23 +818,6 @@ schedule_work(ProcCore *self)
         if (p->state != P_ALIVE || p->task != NULL)
             continue;
         proc_dispatch(self, p, self->pend_head);
-        if (proc_flush(self, p) < 0) {
-            /* The worker is gone: its EXITED report will follow. Requeue. */
-            pp_task *t = p->task;
-            p->task = NULL;
-            t->state = T_PENDING;
-            t->next = self->pend_head;
-            t->prev = NULL;
-            if (self->pend_head)
-                self->pend_head->prev = t;
-            else
-                self->pend_tail = t;
-            self->pend_head = t;
-            self->npending++;
-            proc_close_channels(self, p);
-            p->state = P_DYING;
-            p->kill_at = -1;
-        }
     }
     if (self->state == S_CLOSING && self->pend_head == NULL) {
         /* Drained: idle workers get EOF and exit by themselves. */
@@ -835,29 +868,41 @@ io_main(void *arg)
             break;
         if (self->ctl_eof && self->nprocs == 0 && self->state != S_RUNNING)
             break;
+        int nprocs = self->nprocs;
         pthread_mutex_unlock(&self->mutex);
+
+        /* Pipe I/O runs without the mutex: schedule() and cancel() never
+         * wait behind a system call. Only this thread changes the procs. */
+        for (int i = 0; i < nprocs; i++)
+            if (self->procs[i].wbusy && !self->procs[i].wwatch)
+                proc_flush(self, &self->procs[i]);
         int n = pb_loop_wait(self->loop, next, events, 64);
-        pthread_mutex_lock(&self->mutex);
+        int ctl_ready = 0;
         for (int i = 0; i < n; i++) {
             int fd = events[i].fd;
             if (fd == self->ctl_fd) {
-                ctl_read(self);
+                ctl_ready = 1;
                 continue;
             }
             pp_proc *p = proc_by_fd(self, fd);
             if (p == NULL)
                 continue;
-            if (fd == p->task_fd) {
-                if (proc_flush(self, p) < 0) {
-                    pb_loop_watch(self->loop, p->task_fd, 0);
-                    close(p->task_fd);
-                    p->task_fd = -1;
-                    p->wbusy = 0;
-                }
-            }
-            if ((events[i].events & PB_EV_READ) && fd == p->result_fd)
-                proc_read(self, p);
+            if (fd == p->task_fd)
+                proc_flush(self, p);
+            else if (fd == p->result_fd)
+                proc_fill(p);
         }
+
+        pthread_mutex_lock(&self->mutex);
+        for (int i = 0; i < self->nprocs; i++) {
+            pp_proc *p = &self->procs[i];
+            if (p->rdata_ready)
+                proc_parse(self, p);
+            if (p->wfail)
+                proc_write_failed(self, p);
+        }
+        if (ctl_ready)
+            ctl_read(self);
     }
     if (!self->ctl_eof) {
         pb_ctl_msg m = {PB_CTL_EXIT, 0, 0, 0, 0};
@@ -1280,7 +1325,18 @@ ProcCore_run(ProcCore *self, PyObject *const *args, Py_ssize_t nargs)
         while (self->done_head == NULL && self->started_head == NULL && !self->finished)
             pthread_cond_wait(&self->done_cond, &self->mutex);
         done = self->done_head;
-        started = self->started_head;
+        started = NULL;
+        /* A task that started and ended within one batch needs no mark. */
+        pp_task **tail = &started, *t = self->started_head;
+        while (t != NULL) {
+            pp_task *next = t->snext;
+            if (t->state != T_DONE) {
+                *tail = t;
+                tail = &t->snext;
+            }
+            t = next;
+        }
+        *tail = NULL;
         self->done_head = self->done_tail = NULL;
         self->started_head = self->started_tail = NULL;
         finished = self->finished;
