@@ -51,7 +51,8 @@ class ThreadPool(BasePool):
             thread = threading.Thread(target=self._worker, daemon=True,
                                       name="ThreadPool-worker-%d" % self._worker_count)
             self._workers.add(thread)
-        thread.start()
+            # Started under the lock: join() must never see it in the set unstarted.
+            thread.start()
 
     def _worker(self) -> None:
         if self._initializer is not None:
