@@ -128,6 +128,8 @@ class ThreadPool(BasePool):
     def _stop(self) -> None:
         for future in self._core.stop():
             future.cancel()
+            # No worker will take it now: wake wait() and as_completed() ourselves.
+            future.set_running_or_notify_cancel()
 
     def _join(self, deadline: Optional[float]) -> bool:
         while True:
