@@ -134,11 +134,21 @@ class MapFuture(Future):
     def cancel(self) -> bool:
         """Cancel the elements still waiting to be computed.
 
-        Returns True if any element was cancelled, False otherwise.
+        Returns True if any element was cancelled, False otherwise; the map
+        itself is cancelled only in the first case.
         """
-        super().cancel()
-        cancelled = [future.cancel() for future in self._futures]
-        return any(cancelled)
+        with self._condition:
+            if self._state != PENDING:
+                return any([future.cancel() for future in self._futures])
+            # Seen as done meanwhile, so the chunks' callbacks leave it alone.
+            self._state = CANCELLED
+            try:
+                cancelled = any([future.cancel() for future in self._futures])
+            finally:
+                self._state = PENDING
+        if cancelled:
+            super().cancel()
+        return cancelled
 
 
 class ProcessMapFuture(ProcessFuture):

@@ -51,7 +51,8 @@ class ThreadPool(BasePool):
             thread = threading.Thread(target=self._worker, daemon=True,
                                       name="ThreadPool-worker-%d" % self._worker_count)
             self._workers.add(thread)
-        thread.start()
+            # Started under the lock: join() must never see it in the set unstarted.
+            thread.start()
 
     def _worker(self) -> None:
         if self._initializer is not None:
@@ -127,6 +128,8 @@ class ThreadPool(BasePool):
     def _stop(self) -> None:
         for future in self._core.stop():
             future.cancel()
+            # No worker will take it now: wake wait() and as_completed() ourselves.
+            future.set_running_or_notify_cancel()
 
     def _join(self, deadline: Optional[float]) -> bool:
         while True:
