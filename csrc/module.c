@@ -117,6 +117,7 @@ pebble_traverse(PyObject *module, visitproc visit, void *arg)
     pebble_state *st = (pebble_state *)PyModule_GetState(module);
     Py_VISIT(st->ThreadCore_Type);
     Py_VISIT(st->ProcCore_Type);
+    Py_VISIT(st->Block_Type);
     Py_VISIT(st->pickle_loads);
     Py_VISIT(st->pickle_dumps);
     Py_VISIT(st->PickleBuffer_Type);
@@ -129,6 +130,7 @@ pebble_clear(PyObject *module)
     pebble_state *st = (pebble_state *)PyModule_GetState(module);
     Py_CLEAR(st->ThreadCore_Type);
     Py_CLEAR(st->ProcCore_Type);
+    Py_CLEAR(st->Block_Type);
     Py_CLEAR(st->str_set_running);
     Py_CLEAR(st->str_set_result);
     Py_CLEAR(st->str_set_exception);

@@ -32,6 +32,7 @@
 typedef struct {
     PyTypeObject *ThreadCore_Type;   /* the ThreadPool engine */
     PyTypeObject *ProcCore_Type;     /* the ProcessPool engine */
+    PyTypeObject *Block_Type;        /* received bytes, owned */
     /* Interned method names used on the hot paths. */
     PyObject *str_set_running;       /* "set_running_or_notify_cancel" */
     PyObject *str_set_result;        /* "set_result" */

@@ -921,6 +921,7 @@ io_main(void *arg)
 typedef struct {
     PyObject *resolve;   /* Python: resolve(future, outcome, timeout, exitcode, pid) */
     PyObject *invalid_state;  /* concurrent.futures.InvalidStateError */
+    PyTypeObject *block_type;
 } completer_ctx;
 
 static void
@@ -932,50 +933,93 @@ task_free(pp_task *t)
     PyMem_RawFree(t);
 }
 
-/* Unpickles data[0:len] through a temporary memoryview that is released
- * before returning, so nothing can keep pointing at the block. New
- * reference, or NULL with an exception set. */
-static PyObject *
-loads_block(pebble_state *st, char *data, size_t len, PyObject *buffers)
+/* A read-only buffer owning a malloc'd block: results are unpickled from
+ * it and out-of-band buffers are slices of it, so nothing is copied and
+ * the memory lives as long as any object refers to it. */
+typedef struct {
+    PyObject_HEAD
+    char *data;
+    Py_ssize_t len;
+    Py_ssize_t exports;
+} Block;
+
+static int
+Block_getbuffer(Block *self, Py_buffer *view, int flags)
 {
-    PyObject *view = PyMemoryView_FromMemory(data, (Py_ssize_t)len, PyBUF_READ);
-    PyObject *value = NULL;
-    if (view == NULL)
+    if (PyBuffer_FillInfo(view, (PyObject *)self, self->data, self->len, 0, flags) < 0)
+        return -1;
+    self->exports++;
+    return 0;
+}
+
+static void
+Block_releasebuffer(Block *self, Py_buffer *view)
+{
+    self->exports--;
+}
+
+static void
+Block_dealloc(Block *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    free(self->data);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyType_Slot Block_slots[] = {
+    {Py_tp_dealloc, Block_dealloc},
+    {Py_bf_getbuffer, Block_getbuffer},
+    {Py_bf_releasebuffer, Block_releasebuffer},
+    {Py_tp_doc, (void *)"A block of bytes received from a worker."},
+    {0, NULL},
+};
+
+static PyType_Spec Block_spec = {
+    .name = "pebble._pebble.Block",
+    .basicsize = sizeof(Block),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = Block_slots,
+};
+
+/* Wraps t->data in a Block (taking ownership) and returns a memoryview of
+ * [off, off + len). New reference, or NULL with an exception set. */
+static PyObject *
+block_view(PyTypeObject *block_type, pp_task *t, PyObject **block, size_t off, size_t len)
+{
+    if (*block == NULL) {
+        Block *b = PyObject_New(Block, block_type);
+        if (b == NULL)
+            return NULL;
+        b->data = t->data;
+        b->len = (Py_ssize_t)t->len;
+        b->exports = 0;
+        t->data = NULL;
+        *block = (PyObject *)b;
+    }
+    PyObject *whole = PyMemoryView_FromObject(*block);
+    if (whole == NULL)
         return NULL;
-    if (buffers == NULL) {
-        value = PyObject_CallOneArg(st->pickle_loads, view);
-    }
-    else {
-        PyObject *args = PyTuple_Pack(1, view);
-        PyObject *kwargs = Py_BuildValue("{sO}", "buffers", buffers);
-        if (args != NULL && kwargs != NULL)
-            value = PyObject_Call(st->pickle_loads, args, kwargs);
-        Py_XDECREF(args);
-        Py_XDECREF(kwargs);
-    }
-    PyObject *exc = value == NULL ? PyErr_GetRaisedException_compat() : NULL;
-    PyObject *r = PyObject_CallMethod(view, "release", NULL);
-    if (r == NULL)
-        PyErr_Clear();
-    Py_XDECREF(r);
-    Py_DECREF(view);
-    if (exc != NULL)
-        PyErr_SetRaisedException_compat(exc);
-    return value;
+    PyObject *part = PySequence_GetSlice(whole, (Py_ssize_t)off, (Py_ssize_t)(off + len));
+    Py_DECREF(whole);
+    return part;
 }
 
 /* Builds the Python value of a RESULT/ERROR payload. New reference, or
- * NULL with an exception set. Out-of-band buffers are copied into
- * bytearrays: unpickled objects may keep referring to them. */
+ * NULL with an exception set. */
 static PyObject *
-task_loads(pebble_state *st, pp_task *t)
+task_loads(pebble_state *st, PyTypeObject *block_type, pp_task *t)
 {
-    if (t->nbufs == 0)
-        return loads_block(st, t->data, t->len, NULL);
+    PyObject *block = NULL, *view = NULL, *buffers = NULL, *value = NULL;
+    uint64_t *lens = NULL;
+    if (t->nbufs == 0) {
+        view = block_view(block_type, t, &block, 0, t->len);
+        if (view != NULL)
+            value = PyObject_CallOneArg(st->pickle_loads, view);
+        goto done;
+    }
     size_t nlen = (size_t)t->nbufs + 1;
     size_t hdr = nlen * sizeof(uint64_t);
-    PyObject *buffers = NULL, *value = NULL;
-    uint64_t *lens = NULL;
     if (t->len < hdr)
         goto corrupt;
     lens = PyMem_Malloc(hdr);
@@ -995,7 +1039,7 @@ task_loads(pebble_state *st, pp_task *t)
         goto done;
     off = hdr + (size_t)lens[0];
     for (size_t i = 1; i < nlen; i++) {
-        PyObject *b = PyByteArray_FromStringAndSize(t->data + off, (Py_ssize_t)lens[i]);
+        PyObject *b = block_view(block_type, t, &block, off, (size_t)lens[i]);
         off += (size_t)lens[i];
         if (b == NULL || PyList_Append(buffers, b) < 0) {
             Py_XDECREF(b);
@@ -1003,13 +1047,23 @@ task_loads(pebble_state *st, pp_task *t)
         }
         Py_DECREF(b);
     }
-    value = loads_block(st, t->data + hdr, (size_t)lens[0], buffers);
+    view = block_view(block_type, t, &block, hdr, (size_t)lens[0]);
+    if (view == NULL)
+        goto done;
+    PyObject *args = PyTuple_Pack(1, view);
+    PyObject *kwargs = Py_BuildValue("{sO}", "buffers", buffers);
+    if (args != NULL && kwargs != NULL)
+        value = PyObject_Call(st->pickle_loads, args, kwargs);
+    Py_XDECREF(args);
+    Py_XDECREF(kwargs);
     goto done;
 corrupt:
     PyErr_SetString(PyExc_ValueError, "corrupt result frame");
 done:
     PyMem_Free(lens);
+    Py_XDECREF(view);
     Py_XDECREF(buffers);
+    Py_XDECREF(block);
     return value;
 }
 
@@ -1019,7 +1073,7 @@ task_resolve(pebble_state *st, completer_ctx *cx, pp_task *t)
 {
     PyObject *r;
     if (t->outcome == OUT_RESULT || t->outcome == OUT_ERROR) {
-        PyObject *value = task_loads(st, t);
+        PyObject *value = task_loads(st, cx->block_type, t);
         if (value == NULL) {
             /* The parent could not load it: that error is the outcome. */
             value = PyErr_GetRaisedException_compat();
@@ -1280,7 +1334,7 @@ static PyObject *
 ProcCore_run(ProcCore *self, PyObject *const *args, Py_ssize_t nargs)
 {
     pebble_state *st = pebble_state_from_type(Py_TYPE(self));
-    completer_ctx cx = {NULL, NULL};
+    completer_ctx cx = {NULL, NULL, st->Block_Type};
     PyObject *futures_mod = NULL, *result = NULL;
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "run() takes exactly 2 arguments");
@@ -1487,6 +1541,9 @@ pebble_proccore_init(PyObject *module, pebble_state *st)
     if (st->ProcCore_Type == NULL)
         return -1;
     if (PyModule_AddType(module, st->ProcCore_Type) < 0)
+        return -1;
+    st->Block_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Block_spec, NULL);
+    if (st->Block_Type == NULL)
         return -1;
 #define ADD(name, value) if (PyModule_AddIntConstant(module, name, value) < 0) return -1
     ADD("OUT_RESULT", OUT_RESULT);

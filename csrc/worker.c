@@ -23,75 +23,107 @@
 
 extern char **environ;
 
-/* Writes one frame made of a header, an optional length table and the
- * given buffers. 0 or -1 with errno set. GIL may be released by caller. */
+#define MAX_VIEWS 256
+
+/* Writes one frame: a header, a length table when there are out-of-band
+ * buffers, the in-band pickle (ninband consecutive buffers) and the
+ * out-of-band buffers. 0 or -1 with errno set. No Python calls. */
 static int
-write_frame(int fd, uint64_t id, uint32_t kind, Py_buffer *bufs, int nbufs)
+write_frame(int fd, uint64_t id, uint32_t kind, Py_buffer *bufs, int ninband, int noob)
 {
     pb_frame_hdr h;
-    struct iovec iov[2 + 64];
-    uint64_t lens[64];
+    struct iovec iov[2 + MAX_VIEWS];
+    uint64_t lens[MAX_VIEWS + 1];
     int n = 0;
-    if (nbufs > 64) {
+    if (ninband + noob > MAX_VIEWS) {
         errno = E2BIG;
         return -1;
     }
     memset(&h, 0, sizeof(h));
     h.id = id;
     h.kind = kind;
-    h.nbufs = nbufs > 1 ? (uint32_t)(nbufs - 1) : 0;
-    h.len = 0;
-    if (nbufs > 1) {
-        for (int i = 0; i < nbufs; i++)
-            lens[i] = (uint64_t)bufs[i].len;
-        h.len += (uint64_t)nbufs * sizeof(uint64_t);
+    h.nbufs = (uint32_t)noob;
+    uint64_t inband = 0;
+    for (int i = 0; i < ninband; i++)
+        inband += (uint64_t)bufs[i].len;
+    h.len = inband;
+    if (noob > 0) {
+        lens[0] = inband;
+        for (int i = 0; i < noob; i++) {
+            lens[i + 1] = (uint64_t)bufs[ninband + i].len;
+            h.len += lens[i + 1];
+        }
+        h.len += (uint64_t)(noob + 1) * sizeof(uint64_t);
     }
-    for (int i = 0; i < nbufs; i++)
-        h.len += (uint64_t)bufs[i].len;
     iov[n].iov_base = &h;
     iov[n++].iov_len = sizeof(h);
-    if (nbufs > 1) {
+    if (noob > 0) {
         iov[n].iov_base = lens;
-        iov[n++].iov_len = (size_t)nbufs * sizeof(uint64_t);
+        iov[n++].iov_len = (size_t)(noob + 1) * sizeof(uint64_t);
     }
-    for (int i = 0; i < nbufs; i++) {
+    for (int i = 0; i < ninband + noob; i++) {
+        if (bufs[i].len == 0)
+            continue;
         iov[n].iov_base = bufs[i].buf;
         iov[n++].iov_len = (size_t)bufs[i].len;
     }
     return pb_writev_all(fd, iov, n);
 }
 
-/* Sends (kind, data, buffers) as a frame. 0 or -1 with an exception set. */
+/* Exports every item of seq (None: nothing) into views. Returns the count
+ * or -1 with an exception set; views already taken stay in *views. */
+static int
+export_views(PyObject *seq_obj, Py_buffer *views, int room, int *taken)
+{
+    if (seq_obj == NULL || seq_obj == Py_None)
+        return 0;
+    if (PyObject_CheckBuffer(seq_obj)) {
+        if (room < 1) {
+            PyErr_SetString(PyExc_ValueError, "too many buffers");
+            return -1;
+        }
+        if (PyObject_GetBuffer(seq_obj, &views[0], PyBUF_SIMPLE) < 0)
+            return -1;
+        (*taken)++;
+        return 1;
+    }
+    PyObject *seq = PySequence_Fast(seq_obj, "expected a buffer or a sequence of buffers");
+    if (seq == NULL)
+        return -1;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    if (count > room) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "too many buffers in one frame");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, i), &views[i], PyBUF_SIMPLE) < 0) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        (*taken)++;
+    }
+    Py_DECREF(seq);
+    return (int)count;
+}
+
+/* Sends a frame whose in-band pickle is data (a buffer or a list of
+ * buffers) followed by the out-of-band buffers. 0 or -1 with an
+ * exception set. The GIL is released while writing. */
 static int
 send_python_frame(int fd, uint64_t id, uint32_t kind, PyObject *data, PyObject *buffers)
 {
-    Py_buffer views[64];
-    int nviews = 0, rc = -1;
-    if (PyObject_GetBuffer(data, &views[0], PyBUF_SIMPLE) < 0)
-        return -1;
-    nviews = 1;
-    if (buffers != NULL && buffers != Py_None) {
-        PyObject *seq = PySequence_Fast(buffers, "buffers must be a sequence");
-        if (seq == NULL)
-            goto done;
-        Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
-        if (count > 63) {
-            Py_DECREF(seq);
-            PyErr_SetString(PyExc_ValueError, "too many out-of-band buffers");
-            goto done;
-        }
-        for (Py_ssize_t i = 0; i < count; i++) {
-            if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, i), &views[nviews], PyBUF_SIMPLE) < 0) {
-                Py_DECREF(seq);
-                goto done;
-            }
-            nviews++;
-        }
-        Py_DECREF(seq);
-    }
+    Py_buffer views[MAX_VIEWS];
+    int taken = 0, rc = -1;
+    int ninband = export_views(data, views, MAX_VIEWS, &taken);
+    if (ninband < 0)
+        goto done;
+    int noob = export_views(buffers, views + ninband, MAX_VIEWS - ninband, &taken);
+    if (noob < 0)
+        goto done;
     int r, err = 0;
     Py_BEGIN_ALLOW_THREADS
-    r = write_frame(fd, id, kind, views, nviews);
+    r = write_frame(fd, id, kind, views, ninband, noob);
     if (r < 0)
         err = errno;
     Py_END_ALLOW_THREADS
@@ -102,7 +134,7 @@ send_python_frame(int fd, uint64_t id, uint32_t kind, PyObject *data, PyObject *
     }
     rc = 0;
 done:
-    for (int i = 0; i < nviews; i++)
+    for (int i = 0; i < taken; i++)
         PyBuffer_Release(&views[i]);
     return rc;
 }
@@ -180,7 +212,7 @@ pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 memset(&none, 0, sizeof(none));
                 none.buf = "";
                 Py_BEGIN_ALLOW_THREADS
-                r = write_frame(result_fd, 0, PB_FRAME_READY, &none, 1);
+                r = write_frame(result_fd, 0, PB_FRAME_READY, &none, 1, 0);
                 if (r < 0)
                     err = errno;
                 Py_END_ALLOW_THREADS
@@ -334,7 +366,7 @@ launcher_spawn(launcher *L, pb_ctl_msg *req, int child_fds[2])
     for (int i = 0; i < L->nframes; i++) {
         int r;
         Py_BEGIN_ALLOW_THREADS
-        r = write_frame(tp[1], 0, L->kinds[i], &L->frames[i], 1);
+        r = write_frame(tp[1], 0, L->kinds[i], &L->frames[i], 1, 0);
         Py_END_ALLOW_THREADS
         if (r < 0)
             break;  /* it died already: EXITED will tell */

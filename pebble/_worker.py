@@ -140,19 +140,37 @@ def _dump_error(error: BaseException) -> Tuple[int, bytes, None]:
     return _pebble.FRAME_ERROR, data, None
 
 
-def _execute(payload: bytes) -> Tuple[int, bytes, Optional[list]]:
+class _Chunks(list):
+    """A file for the result pickler: large bytes objects arrive as they are,
+    so they reach the pipe without being copied into the pickle."""
+
+    __slots__ = ()
+    write = list.append
+
+
+_chunks = _Chunks()
+_buffers: List[Any] = []
+_pickler = pickle.Pickler(_chunks, 5, buffer_callback=_buffers.append)
+
+
+def _execute(payload: bytes) -> Tuple[int, Any, Optional[list]]:
     """Run one task: payload is the pickled (function, args, kwargs)."""
     try:
         function, args, kwargs = pickle.loads(payload)
         result = function(*args, **kwargs)
     except BaseException as error:
         return _dump_error(error)
-    buffers: List[Any] = []
+    _chunks.clear()
+    _buffers.clear()
     try:
-        data = pickle.dumps(result, 5, buffer_callback=buffers.append)
+        _pickler.dump(result)
     except BaseException as error:
+        _pickler.clear_memo()
         return _dump_error(error)
-    return _pebble.FRAME_RESULT, data, buffers or None
+    finally:
+        result = None
+    _pickler.clear_memo()
+    return _pebble.FRAME_RESULT, _chunks, _buffers or None
 
 
 def process_chunk(function: Any, chunk: tuple) -> list:
