@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -54,6 +55,78 @@ pb_read_all(int fd, void *buf, size_t n)
         done += (size_t)r;
     }
     return 1;
+}
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static int *registry;
+static int registry_len, registry_cap;
+
+static void
+registry_prepare(void)
+{
+    pthread_mutex_lock(&registry_lock);
+}
+
+static void
+registry_parent(void)
+{
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static void
+registry_child(void)
+{
+    /* Only this thread exists in the child: nothing else can race. */
+    for (int i = 0; i < registry_len; i++)
+        close(registry[i]);
+    registry_len = 0;
+    pthread_mutex_unlock(&registry_lock);
+}
+
+int
+pb_fd_registry_init(void)
+{
+    static int done;
+    if (done)
+        return 0;
+    done = 1;
+    return pthread_atfork(registry_prepare, registry_parent, registry_child) == 0 ? 0 : -1;
+}
+
+void
+pb_fd_register(int fd)
+{
+    if (fd < 0)
+        return;
+    pthread_mutex_lock(&registry_lock);
+    if (registry_len == registry_cap) {
+        int cap = registry_cap ? registry_cap * 2 : 64;
+        int *r = realloc(registry, (size_t)cap * sizeof(int));
+        if (r == NULL) {
+            pthread_mutex_unlock(&registry_lock);
+            return;  /* best effort: the channel still works */
+        }
+        registry = r;
+        registry_cap = cap;
+    }
+    registry[registry_len++] = fd;
+    pthread_mutex_unlock(&registry_lock);
+}
+
+void
+pb_fd_close(int fd)
+{
+    if (fd < 0)
+        return;
+    pthread_mutex_lock(&registry_lock);
+    for (int i = 0; i < registry_len; i++) {
+        if (registry[i] == fd) {
+            registry[i] = registry[--registry_len];
+            break;
+        }
+    }
+    close(fd);
+    pthread_mutex_unlock(&registry_lock);
 }
 
 int

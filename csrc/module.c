@@ -93,6 +93,10 @@ pebble_exec(PyObject *module)
         goto error;
     Py_CLEAR(pickle);
 
+    if (pb_fd_registry_init() < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot install the fork handler");
+        goto error;
+    }
     if (pebble_threadcore_init(module, st) < 0)
         goto error;
     if (pebble_proccore_init(module, st) < 0)

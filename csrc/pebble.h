@@ -169,6 +169,13 @@ PEBBLE_HIDDEN int pb_ctl_send(int sock, const pb_ctl_msg *msg, const int *fds, i
 /* Receives a control message and up to 2 descriptors (set to -1 when
  * absent). Returns 1, 0 on EOF, -1 with errno set (EAGAIN when empty). */
 PEBBLE_HIDDEN int pb_ctl_recv(int sock, pb_ctl_msg *msg, int *fds);
+/* Descriptors the pools own in this process. A forked child closes them
+ * all (pthread_atfork), so no other process keeps a pool's channels open. */
+PEBBLE_HIDDEN int pb_fd_registry_init(void);
+PEBBLE_HIDDEN void pb_fd_register(int fd);
+/* Unregisters and closes fd. */
+PEBBLE_HIDDEN void pb_fd_close(int fd);
+
 /* Sets O_NONBLOCK on fd. 0 or -1. */
 PEBBLE_HIDDEN int pb_set_nonblock(int fd);
 /* Creates a pipe with O_CLOEXEC and tries to enlarge its buffer. */
@@ -186,7 +193,8 @@ typedef struct {
 
 /* Returns a new loop with a wake-up channel, or NULL with errno set. */
 PEBBLE_HIDDEN pb_loop *pb_loop_new(void);
-PEBBLE_HIDDEN void pb_loop_free(pb_loop *loop);
+/* Frees the loop; its descriptors are closed only when close_fds is set. */
+PEBBLE_HIDDEN void pb_loop_free(pb_loop *loop, int close_fds);
 /* Watches fd for the PB_EV_* in events (0 removes it). 0 or -1. */
 PEBBLE_HIDDEN int pb_loop_watch(pb_loop *loop, int fd, int events);
 /* Waits until an event, a wake-up or the monotonic deadline_ns (-1: none).

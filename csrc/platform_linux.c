@@ -44,6 +44,9 @@ pb_loop_new(void)
     loop->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
     if (loop->epfd < 0 || loop->wakefd < 0 || loop->timerfd < 0)
         goto error;
+    pb_fd_register(loop->epfd);
+    pb_fd_register(loop->wakefd);
+    pb_fd_register(loop->timerfd);
     memset(&ev, 0, sizeof(ev));
     ev.events = EPOLLIN;
     ev.data.fd = loop->wakefd;
@@ -54,22 +57,21 @@ pb_loop_new(void)
         goto error;
     return loop;
 error:
-    pb_loop_free(loop);
+    pb_loop_free(loop, 1);
     return NULL;
 }
 
 void
-pb_loop_free(pb_loop *loop)
+pb_loop_free(pb_loop *loop, int close_fds)
 {
     if (loop == NULL)
         return;
     int saved = errno;
-    if (loop->epfd >= 0)
-        close(loop->epfd);
-    if (loop->wakefd >= 0)
-        close(loop->wakefd);
-    if (loop->timerfd >= 0)
-        close(loop->timerfd);
+    if (close_fds) {
+        pb_fd_close(loop->epfd);
+        pb_fd_close(loop->wakefd);
+        pb_fd_close(loop->timerfd);
+    }
     free(loop);
     errno = saved;
 }

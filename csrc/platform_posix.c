@@ -34,10 +34,12 @@ pb_loop_new(void)
     }
     pb_set_nonblock(loop->wake[0]);
     pb_set_nonblock(loop->wake[1]);
+    pb_fd_register(loop->wake[0]);
+    pb_fd_register(loop->wake[1]);
     loop->cap = 16;
     loop->fds = calloc((size_t)loop->cap, sizeof(struct pollfd));
     if (loop->fds == NULL) {
-        pb_loop_free(loop);
+        pb_loop_free(loop, 1);
         return NULL;
     }
     loop->fds[0].fd = loop->wake[0];
@@ -47,13 +49,15 @@ pb_loop_new(void)
 }
 
 void
-pb_loop_free(pb_loop *loop)
+pb_loop_free(pb_loop *loop, int close_fds)
 {
     if (loop == NULL)
         return;
     int saved = errno;
-    close(loop->wake[0]);
-    close(loop->wake[1]);
+    if (close_fds) {
+        pb_fd_close(loop->wake[0]);
+        pb_fd_close(loop->wake[1]);
+    }
     free(loop->fds);
     free(loop);
     errno = saved;

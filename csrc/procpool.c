@@ -110,6 +110,7 @@ typedef struct {
     int max_workers;
     uint64_t max_tasks;
     int spare;                     /* elastic mode (>= 0): busy + pending + spare workers */
+    pid_t owner;                   /* the process that created the engine */
     int state;                     /* S_* */
     int finished;                  /* the I/O thread has left */
     int io_started;
@@ -278,12 +279,12 @@ proc_close_channels(ProcCore *self, pp_proc *p)
 {
     if (p->task_fd >= 0) {
         pb_loop_watch(self->loop, p->task_fd, 0);
-        close(p->task_fd);
+        pb_fd_close(p->task_fd);
         p->task_fd = -1;
     }
     if (p->result_fd >= 0) {
         pb_loop_watch(self->loop, p->result_fd, 0);
-        close(p->result_fd);
+        pb_fd_close(p->result_fd);
         p->result_fd = -1;
     }
     free(p->stage);
@@ -319,7 +320,7 @@ proc_retire(ProcCore *self, pp_proc *p)
             w = write(p->task_fd, &h, sizeof(h));
         } while (w < 0 && errno == EINTR);
         pb_loop_watch(self->loop, p->task_fd, 0);
-        close(p->task_fd);
+        pb_fd_close(p->task_fd);
         p->task_fd = -1;
     }
     p->state = P_RETIRING;
@@ -704,6 +705,8 @@ ctl_read(ProcCore *self)
             }
             p->task_fd = fds[0];
             p->result_fd = fds[1];
+            pb_fd_register(p->task_fd);
+            pb_fd_register(p->result_fd);
             pb_set_nonblock(p->task_fd);
             pb_set_nonblock(p->result_fd);
             p->state = P_ALIVE;
@@ -1122,6 +1125,7 @@ ProcCore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (self == NULL)
         return NULL;
     self->ctl_fd = -1;
+    self->owner = getpid();
     self->max_workers = max_workers;
     self->max_tasks = max_tasks;
     self->spare = spare;
@@ -1188,14 +1192,21 @@ ProcCore_dealloc(ProcCore *self)
     PyObject_GC_UnTrack(self);
     /* run() holds a reference until the I/O thread has been joined. */
     ProcCore_drop_tasks(self);
-    for (int i = 0; i < self->nprocs; i++)
-        proc_close_channels(self, &self->procs[i]);
+    /* In a forked child the descriptors were closed at fork and their
+     * numbers may belong to other files by now. */
+    int ours = self->owner == getpid();
+    for (int i = 0; i < self->nprocs; i++) {
+        if (ours)
+            proc_close_channels(self, &self->procs[i]);
+        free(self->procs[i].stage);
+        free(self->procs[i].rdata);
+    }
     free(self->procs);
     free(self->table);
     free(self->error_data);
-    if (self->ctl_fd >= 0)
-        close(self->ctl_fd);
-    pb_loop_free(self->loop);
+    if (ours)
+        pb_fd_close(self->ctl_fd);
+    pb_loop_free(self->loop, ours);
     pthread_cond_destroy(&self->done_cond);
     pthread_mutex_destroy(&self->mutex);
     tp->tp_free((PyObject *)self);
@@ -1343,8 +1354,8 @@ ProcCore_run(ProcCore *self, PyObject *const *args, Py_ssize_t nargs)
     int ctl_fd = PyLong_AsInt_compat(args[0]);
     if (ctl_fd == -1 && PyErr_Occurred())
         return NULL;
-    if (self->io_started) {
-        PyErr_SetString(PyExc_RuntimeError, "run() called twice");
+    if (self->io_started || self->owner != getpid()) {
+        PyErr_SetString(PyExc_RuntimeError, "run() called twice or in a forked child");
         return NULL;
     }
     futures_mod = PyImport_ImportModule("concurrent.futures");
@@ -1359,8 +1370,10 @@ ProcCore_run(ProcCore *self, PyObject *const *args, Py_ssize_t nargs)
     Py_INCREF(self);
     pthread_mutex_lock(&self->mutex);
     self->ctl_fd = ctl_fd;
-    if (ctl_fd >= 0)
+    if (ctl_fd >= 0) {
+        pb_fd_register(ctl_fd);
         pb_set_nonblock(ctl_fd);
+    }
     int rc = pthread_create(&self->io_thread, NULL, io_main, self);
     if (rc == 0)
         self->io_started = 1;
@@ -1423,8 +1436,7 @@ ProcCore_run(ProcCore *self, PyObject *const *args, Py_ssize_t nargs)
     pthread_join(self->io_thread, NULL);
     Py_END_ALLOW_THREADS
     /* EOF tells the launcher to exit. */
-    if (self->ctl_fd >= 0)
-        close(self->ctl_fd);
+    pb_fd_close(self->ctl_fd);
     self->ctl_fd = -1;
     result = Py_NewRef(Py_None);
 error:
