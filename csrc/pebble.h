@@ -120,10 +120,12 @@ enum {
     PB_FRAME_PREPARE = 2,   /* launcher -> spawned worker: pickled preparation data */
     PB_FRAME_INIT = 3,      /* launcher -> worker: pickled (initializer, initargs) */
     PB_FRAME_STOP = 4,      /* parent -> worker: exit cleanly */
+    PB_FRAME_CANCEL = 5,    /* parent -> worker: drop task id if not started */
     PB_FRAME_READY = 10,    /* worker -> parent: started, initializer done */
     PB_FRAME_RESULT = 11,   /* worker -> parent: pickled result */
     PB_FRAME_ERROR = 12,    /* worker -> parent: pickled exception of the task */
     PB_FRAME_INIT_ERROR = 13, /* worker -> parent: the initializer failed */
+    PB_FRAME_SKIPPED = 14,  /* worker -> parent: task id dropped, never run */
 };
 
 /* Every frame starts with this header; *len* payload bytes follow. When

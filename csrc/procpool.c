@@ -30,6 +30,9 @@
 
 #define KILL_GRACE_NS (250LL * 1000000LL)   /* SIGTERM -> SIGKILL */
 #define STAGE_SIZE (64 * 1024)              /* per-worker read staging */
+#define QDEPTH 4                            /* tasks queued in a worker behind the running one */
+#define WQ_CAP 16                           /* frames waiting to be written to a worker */
+#define PIPELINE_MAX_NS (500LL * 1000)      /* pipeline only tasks shorter than this */
 
 /* Task outcomes, decided by the I/O thread or by cancel()/stop(). */
 enum {
@@ -56,6 +59,9 @@ typedef struct pp_task {
     int outcome;               /* OUT_* once done */
     int cancel_requested;      /* cancel() while T_SENT: kill its worker */
     int on_started;            /* queued on the started list already */
+    int delivered;             /* its frame was fully written to the worker */
+    int cancel_sent;           /* a CANCEL frame went after it */
+    int64_t started_at;        /* when it became its worker's running task */
     struct pp_task *prev, *next;   /* pending queue, then completion list */
     struct pp_task *snext;     /* started list (to mark futures running) */
     char *data;                /* result payload (malloc), OUT_RESULT/OUT_ERROR */
@@ -81,13 +87,20 @@ typedef struct pp_proc {
     int result_fd;             /* read end, non-blocking */
     int ready;                 /* READY received */
     int eof;                   /* result pipe reached EOF */
-    pp_task *task;             /* in flight, or NULL */
+    pp_task *task;             /* running (the head of its queue), or NULL */
+    pp_task *queued[QDEPTH];   /* sent behind the running task, in order */
+    int nqueued;
+    int64_t ewma_ns;           /* recent task duration, -1 unknown */
     uint64_t ntasks;           /* results received */
     int64_t kill_at;           /* SIGKILL escalation time, -1 none */
-    /* Output: header and payload offset of the task being written. */
-    pb_frame_hdr whdr;
-    size_t woff;               /* bytes of header+payload written */
-    int wbusy;                 /* a frame is waiting to be (fully) written */
+    /* Output: frames waiting to be written, the first one partly. */
+    struct {
+        pb_frame_hdr hdr;
+        pp_task *task;         /* payload source; NULL for control frames */
+    } wq[WQ_CAP];
+    int wq_head, wq_len;
+    size_t woff;               /* bytes of wq[wq_head] already written */
+    int wbusy;                 /* frames are waiting to be written */
     int wwatch;                /* task_fd is watched for writability */
     int wfail;                 /* the last write failed: channel broken */
     int rdata_ready;           /* stage or rdata got bytes to parse */
@@ -241,6 +254,23 @@ pend_unlink(ProcCore *self, pp_task *t)
     self->npending--;
 }
 
+/* Puts a task back at the head of the pending queue (it never started). */
+static void
+pend_push_front(ProcCore *self, pp_task *t)
+{
+    t->state = T_PENDING;
+    t->delivered = 0;
+    t->cancel_sent = 0;
+    t->prev = NULL;
+    t->next = self->pend_head;
+    if (self->pend_head)
+        self->pend_head->prev = t;
+    else
+        self->pend_tail = t;
+    self->pend_head = t;
+    self->npending++;
+}
+
 /* Records the outcome and hands the task to the completer. */
 static void
 task_finish(ProcCore *self, pp_task *t, int outcome)
@@ -295,6 +325,8 @@ proc_close_channels(ProcCore *self, pp_proc *p)
     p->rhave_hdr = 0;
     p->wbusy = 0;
     p->wwatch = 0;
+    p->wq_len = 0;
+    p->woff = 0;
 }
 
 static void
@@ -306,11 +338,14 @@ ctl_kill(ProcCore *self, pid_t pid, int sig)
 }
 
 /* Tells an idle worker to exit by itself. Descriptors inherited by other
- * processes would hide EOF, so the request is an explicit frame. */
-static void
+ * processes would hide EOF, so the request is an explicit frame. Returns
+ * 0 when the worker still has frames to receive (try again later). */
+static int
 proc_retire(ProcCore *self, pp_proc *p)
 {
     pb_frame_hdr h;
+    if (p->wq_len > 0)
+        return 0;
     memset(&h, 0, sizeof(h));
     h.kind = PB_FRAME_STOP;
     if (p->task_fd >= 0) {
@@ -322,15 +357,34 @@ proc_retire(ProcCore *self, pp_proc *p)
         pb_loop_watch(self->loop, p->task_fd, 0);
         pb_fd_close(p->task_fd);
         p->task_fd = -1;
+        p->wwatch = 0;
     }
     p->state = P_RETIRING;
+    return 1;
 }
 
-/* Kills a worker: SIGTERM now, SIGKILL after the grace period. Its task,
- * if any, must already be finished or re-queued by the caller. */
+/* Sends the tasks queued behind p's running task back to the pending
+ * queue (they never started), or drops those cancelled meanwhile. */
+static void
+proc_requeue_queued(ProcCore *self, pp_proc *p)
+{
+    for (int i = p->nqueued - 1; i >= 0; i--) {
+        pp_task *t = p->queued[i];
+        if (t->cancel_requested)
+            task_finish(self, t, OUT_CANCELLED);
+        else
+            pend_push_front(self, t);
+    }
+    p->nqueued = 0;
+}
+
+/* Kills a worker: SIGTERM now, SIGKILL after the grace period. Its running
+ * task, if any, must already be finished by the caller; tasks queued
+ * behind it go back to the pending queue. */
 static void
 proc_kill(ProcCore *self, pp_proc *p)
 {
+    proc_requeue_queued(self, p);
     if (p->state == P_DYING)
         return;
     if (p->state == P_STARTING) {
@@ -373,6 +427,7 @@ proc_spawn(ProcCore *self)
     p->gen = ++self->next_gen;
     p->task_fd = p->result_fd = -1;
     p->kill_at = -1;
+    p->ewma_ns = -1;
     pb_ctl_msg m = {PB_CTL_SPAWN, 0, 0, 0, p->gen};
     if (pb_ctl_send(self->ctl_fd, &m, NULL, 0) < 0) {
         self->ctl_eof = 1;
@@ -400,24 +455,39 @@ pool_break(ProcCore *self, const char *what, int err)
             task_finish(self, p->task, OUT_BROKEN);
             p->task = NULL;
         }
+        for (int j = 0; j < p->nqueued; j++)
+            task_finish(self, p->queued[j], OUT_BROKEN);
+        p->nqueued = 0;
         proc_kill(self, p);
     }
+    while (self->pend_head)
+        task_finish(self, self->pend_head, OUT_BROKEN);
 }
 
-/* Starts writing t to p. */
-static void
-proc_dispatch(ProcCore *self, pp_proc *p, pp_task *t)
+/* Queues a frame for p. Returns 0, or -1 when its output queue is full. */
+static int
+wq_push(pp_proc *p, uint32_t kind, uint64_t id, pp_task *t)
 {
-    pend_unlink(self, t);
-    t->state = T_SENT;
-    t->deadline = t->timeout_ns >= 0 ? pebble_now_ns() + t->timeout_ns : -1;
-    p->task = t;
-    p->whdr.id = t->id;
-    p->whdr.kind = PB_FRAME_TASK;
-    p->whdr.nbufs = 0;
-    p->whdr.len = (uint64_t)PyBytes_GET_SIZE(t->payload);
-    p->woff = 0;
+    if (p->wq_len == WQ_CAP)
+        return -1;
+    int i = (p->wq_head + p->wq_len) % WQ_CAP;
+    memset(&p->wq[i].hdr, 0, sizeof(pb_frame_hdr));
+    p->wq[i].hdr.id = id;
+    p->wq[i].hdr.kind = kind;
+    p->wq[i].hdr.len = t ? (uint64_t)PyBytes_GET_SIZE(t->payload) : 0;
+    p->wq[i].task = t;
+    p->wq_len++;
     p->wbusy = 1;
+    return 0;
+}
+
+/* t became the task p runs: its timeout starts now. */
+static void
+task_start(ProcCore *self, pp_proc *p, pp_task *t)
+{
+    p->task = t;
+    t->started_at = pebble_now_ns();
+    t->deadline = t->timeout_ns >= 0 ? t->started_at + t->timeout_ns : -1;
     if (!t->on_started) {
         t->on_started = 1;
         t->snext = NULL;
@@ -429,33 +499,48 @@ proc_dispatch(ProcCore *self, pp_proc *p, pp_task *t)
     }
 }
 
-/* Writes as much of p's current frame as the pipe takes. Called without
- * the mutex: only the I/O thread touches a worker's output state, and a
- * sent task is never freed before its outcome is recorded by this thread.
- * On a broken channel it sets p->wfail. */
+/* Sends t to p: it runs at once if p is idle, otherwise after p's queue. */
+static void
+proc_dispatch(ProcCore *self, pp_proc *p, pp_task *t)
+{
+    pend_unlink(self, t);
+    t->state = T_SENT;
+    t->delivered = 0;
+    wq_push(p, PB_FRAME_TASK, t->id, t);
+    if (p->task == NULL)
+        task_start(self, p, t);
+    else
+        p->queued[p->nqueued++] = t;
+}
+
+/* Writes as many queued frames as the pipe takes, in one writev. Called
+ * without the mutex: only the I/O thread touches a worker's output, and a
+ * sent task is never freed before this thread records its outcome. On a
+ * broken channel it sets p->wfail. */
 static void
 proc_flush(ProcCore *self, pp_proc *p)
 {
-    if (!p->wbusy || p->task == NULL || p->task_fd < 0)
+    if (!p->wbusy || p->task_fd < 0)
         return;
-    size_t hlen = sizeof(p->whdr);
-    size_t total = hlen + (size_t)p->whdr.len;
-    const char *payload = PyBytes_AS_STRING(p->task->payload);
-    while (p->woff < total) {
-        struct iovec iov[2];
+    while (p->wq_len > 0) {
+        struct iovec iov[2 * WQ_CAP];
         int n = 0;
-        if (p->woff < hlen) {
-            iov[n].iov_base = (char *)&p->whdr + p->woff;
-            iov[n].iov_len = hlen - p->woff;
-            n++;
-            iov[n].iov_base = (char *)payload;
-            iov[n].iov_len = (size_t)p->whdr.len;
-            n++;
-        }
-        else {
-            iov[n].iov_base = (char *)payload + (p->woff - hlen);
-            iov[n].iov_len = total - p->woff;
-            n++;
+        size_t skip = p->woff;
+        for (int i = 0; i < p->wq_len; i++) {
+            int k = (p->wq_head + i) % WQ_CAP;
+            char *parts[2] = {(char *)&p->wq[k].hdr,
+                              p->wq[k].task ? PyBytes_AS_STRING(p->wq[k].task->payload) : NULL};
+            size_t lens[2] = {sizeof(pb_frame_hdr), (size_t)p->wq[k].hdr.len};
+            for (int j = 0; j < 2; j++) {
+                if (skip >= lens[j]) {
+                    skip -= lens[j];
+                    continue;
+                }
+                iov[n].iov_base = parts[j] + skip;
+                iov[n].iov_len = lens[j] - skip;
+                skip = 0;
+                n++;
+            }
         }
         ssize_t w = writev(p->task_fd, iov, n);
         if (w < 0) {
@@ -469,7 +554,19 @@ proc_flush(ProcCore *self, pp_proc *p)
             p->wfail = 1;
             return;
         }
-        p->woff += (size_t)w;
+        size_t adv = p->woff + (size_t)w;
+        while (p->wq_len > 0) {
+            int k = p->wq_head;
+            size_t flen = sizeof(pb_frame_hdr) + (size_t)p->wq[k].hdr.len;
+            if (adv < flen)
+                break;
+            adv -= flen;
+            if (p->wq[k].task)
+                p->wq[k].task->delivered = 1;
+            p->wq_head = (p->wq_head + 1) % WQ_CAP;
+            p->wq_len--;
+        }
+        p->woff = adv;
     }
     p->wbusy = 0;
     if (p->wwatch) {
@@ -497,6 +594,19 @@ proc_frame(ProcCore *self, pp_proc *p, pb_frame_hdr *h, char *data)
         free(data);
         pool_break(self, "initializer", 0);
         return;
+    case PB_FRAME_SKIPPED:
+        /* A queued task the worker dropped after its CANCEL frame. */
+        free(data);
+        for (int i = 0; i < p->nqueued; i++) {
+            if (p->queued[i]->id == h->id) {
+                pp_task *t = p->queued[i];
+                memmove(&p->queued[i], &p->queued[i + 1], (size_t)(p->nqueued - i - 1) * sizeof(pp_task *));
+                p->nqueued--;
+                task_finish(self, t, OUT_CANCELLED);
+                break;
+            }
+        }
+        return;
     case PB_FRAME_RESULT:
     case PB_FRAME_ERROR:
         if (p->task == NULL || p->task->id != h->id) {
@@ -504,14 +614,23 @@ proc_frame(ProcCore *self, pp_proc *p, pb_frame_hdr *h, char *data)
             return;
         }
         pp_task *t = p->task;
+        int64_t now = pebble_now_ns(), took = now - t->started_at;
+        p->ewma_ns = p->ewma_ns < 0 ? took : (p->ewma_ns * 3 + took) / 4;
         p->task = NULL;
         p->ntasks++;
         t->data = data;
         t->len = (size_t)h->len;
         t->nbufs = h->nbufs;
         task_finish(self, t, h->kind == PB_FRAME_RESULT ? OUT_RESULT : OUT_ERROR);
-        if (self->max_tasks && p->ntasks >= self->max_tasks && p->state == P_ALIVE)
+        if (p->nqueued > 0) {
+            pp_task *next = p->queued[0];
+            memmove(&p->queued[0], &p->queued[1], (size_t)(p->nqueued - 1) * sizeof(pp_task *));
+            p->nqueued--;
+            task_start(self, p, next);
+        }
+        else if (self->max_tasks && p->ntasks >= self->max_tasks && p->state == P_ALIVE) {
             proc_retire(self, p);
+        }
         return;
     default:
         free(data);
@@ -652,6 +771,7 @@ proc_exited(ProcCore *self, pid_t pid, int status)
         t->pid = pid;
         task_finish(self, t, OUT_EXPIRED);
     }
+    proc_requeue_queued(self, p);
     proc_remove(self, i);
 }
 
@@ -676,6 +796,7 @@ ctl_read(ProcCore *self)
                     task_finish(self, p->task, OUT_EXPIRED);
                     p->task = NULL;
                 }
+                proc_requeue_queued(self, p);
             }
             while (self->nprocs)
                 proc_remove(self, self->nprocs - 1);
@@ -728,7 +849,8 @@ ctl_read(ProcCore *self)
     }
 }
 
-/* Kills the workers of cancelled tasks. */
+/* Kills the workers running cancelled tasks; asks workers to drop the
+ * cancelled tasks queued behind their running one. */
 static void
 handle_cancels(ProcCore *self)
 {
@@ -741,6 +863,13 @@ handle_cancels(ProcCore *self)
             task_finish(self, p->task, OUT_CANCELLED);
             p->task = NULL;
             proc_kill(self, p);
+            continue;
+        }
+        for (int j = 0; j < p->nqueued; j++) {
+            pp_task *t = p->queued[j];
+            /* Without room for the frame the task is killed if it starts. */
+            if (t->cancel_requested && !t->cancel_sent && wq_push(p, PB_FRAME_CANCEL, t->id, NULL) == 0)
+                t->cancel_sent = 1;
         }
     }
 }
@@ -775,28 +904,38 @@ handle_deadlines(ProcCore *self)
     return next;
 }
 
-/* A worker whose task pipe broke is dying: its EXITED report will follow.
- * Its task never reached it, so it goes back to the head of the queue. */
+/* p's task pipe broke: the worker is gone or going. Tasks whose frames it
+ * never received go back to the queue; the running one is settled by the
+ * worker's EXITED report (its result may still be in the result pipe). */
 static void
 proc_write_failed(ProcCore *self, pp_proc *p)
 {
-    pp_task *t = p->task;
     p->wfail = 0;
-    p->task = NULL;
-    if (t != NULL && t->state == T_SENT) {
-        t->state = T_PENDING;
-        t->next = self->pend_head;
-        t->prev = NULL;
-        if (self->pend_head)
-            self->pend_head->prev = t;
-        else
-            self->pend_tail = t;
-        self->pend_head = t;
-        self->npending++;
+    for (int i = p->nqueued - 1; i >= 0; i--) {
+        pp_task *t = p->queued[i];
+        if (!t->delivered) {
+            memmove(&p->queued[i], &p->queued[i + 1], (size_t)(p->nqueued - i - 1) * sizeof(pp_task *));
+            p->nqueued--;
+            pend_push_front(self, t);
+        }
     }
-    proc_close_channels(self, p);
-    p->state = P_DYING;
-    p->kill_at = -1;
+    if (p->task != NULL && !p->task->delivered) {
+        pend_push_front(self, p->task);
+        p->task = NULL;
+    }
+    if (p->wwatch)
+        pb_loop_watch(self->loop, p->task_fd, 0);
+    pb_fd_close(p->task_fd);
+    p->task_fd = -1;
+    p->wq_len = 0;
+    p->woff = 0;
+    p->wbusy = 0;
+    p->wwatch = 0;
+    if (p->state == P_ALIVE || p->state == P_RETIRING) {
+        p->state = P_DYING;
+        ctl_kill(self, p->pid, SIGKILL);
+        p->kill_at = -1;
+    }
 }
 
 /* Keeps the worker count and hands pending tasks to idle workers. */
@@ -816,17 +955,32 @@ schedule_work(ProcCore *self)
         for (int n = live_workers(self); n < want && !self->ctl_eof; n++)
             proc_spawn(self);
     }
+    /* Idle workers first, one task each. */
     for (int i = 0; i < self->nprocs && self->pend_head; i++) {
         pp_proc *p = &self->procs[i];
         if (p->state != P_ALIVE || p->task != NULL)
             continue;
         proc_dispatch(self, p, self->pend_head);
     }
+    /* A backlog of short tasks is queued a few deep behind running ones, so
+     * a worker never waits for the next task after sending a result. Long
+     * tasks are not: a queued task would wait while another worker idles. */
+    for (int depth = 1; depth <= QDEPTH && self->pend_head; depth++) {
+        for (int i = 0; i < self->nprocs && self->pend_head; i++) {
+            pp_proc *p = &self->procs[i];
+            if (p->state != P_ALIVE || p->task == NULL || p->nqueued >= depth
+                || p->ewma_ns < 0 || p->ewma_ns > PIPELINE_MAX_NS || self->spare >= 0
+                || (self->max_tasks && p->ntasks + 1 + (uint64_t)p->nqueued >= self->max_tasks)
+                || p->wq_len >= WQ_CAP - 2)
+                continue;
+            proc_dispatch(self, p, self->pend_head);
+        }
+    }
     if (self->state == S_CLOSING && self->pend_head == NULL) {
-        /* Drained: idle workers get EOF and exit by themselves. */
+        /* Drained: idle workers are told to exit. */
         for (int i = 0; i < self->nprocs; i++) {
             pp_proc *p = &self->procs[i];
-            if (p->state == P_ALIVE && p->task == NULL)
+            if (p->state == P_ALIVE && p->task == NULL && p->nqueued == 0)
                 proc_retire(self, p);
         }
     }
@@ -837,6 +991,9 @@ schedule_work(ProcCore *self)
                 task_finish(self, p->task, OUT_STOPPED);
                 p->task = NULL;
             }
+            for (int j = 0; j < p->nqueued; j++)
+                task_finish(self, p->queued[j], OUT_STOPPED);
+            p->nqueued = 0;
             if (p->state == P_ALIVE || p->state == P_RETIRING || p->state == P_STARTING)
                 proc_kill(self, p);
         }
@@ -1154,9 +1311,12 @@ ProcCore_traverse(ProcCore *self, visitproc visit, void *arg)
         rc = visit(t->future, arg);
     for (pp_task *t = self->done_head; t && !rc; t = t->next)
         rc = visit(t->future, arg);
-    for (int i = 0; i < self->nprocs && !rc; i++)
+    for (int i = 0; i < self->nprocs && !rc; i++) {
         if (self->procs[i].task)
             rc = visit(self->procs[i].task->future, arg);
+        for (int j = 0; j < self->procs[i].nqueued && !rc; j++)
+            rc = visit(self->procs[i].queued[j]->future, arg);
+    }
     pthread_mutex_unlock(&self->mutex);
     return rc;
 }

@@ -29,15 +29,26 @@ extern char **environ;
  * buffers, the in-band pickle (ninband consecutive buffers) and the
  * out-of-band buffers. 0 or -1 with errno set. No Python calls. */
 static int
-write_frame(int fd, uint64_t id, uint32_t kind, Py_buffer *bufs, int ninband, int noob)
+write_frame(int fd, uint64_t id, uint32_t kind, Py_buffer *bufs, int ninband, int noob,
+            const uint64_t *skipped, int nskipped)
 {
-    pb_frame_hdr h;
-    struct iovec iov[2 + MAX_VIEWS];
+    pb_frame_hdr h, skips[16];
+    struct iovec iov[3 + MAX_VIEWS];
     uint64_t lens[MAX_VIEWS + 1];
     int n = 0;
-    if (ninband + noob > MAX_VIEWS) {
+    if (ninband + noob > MAX_VIEWS || nskipped > 16) {
         errno = E2BIG;
         return -1;
+    }
+    if (nskipped > 0) {
+        /* SKIPPED reports go first, in the same write. */
+        memset(skips, 0, sizeof(skips));
+        for (int i = 0; i < nskipped; i++) {
+            skips[i].id = skipped[i];
+            skips[i].kind = PB_FRAME_SKIPPED;
+        }
+        iov[n].iov_base = skips;
+        iov[n++].iov_len = (size_t)nskipped * sizeof(pb_frame_hdr);
     }
     memset(&h, 0, sizeof(h));
     h.id = id;
@@ -111,7 +122,8 @@ export_views(PyObject *seq_obj, Py_buffer *views, int room, int *taken)
  * buffers) followed by the out-of-band buffers. 0 or -1 with an
  * exception set. The GIL is released while writing. */
 static int
-send_python_frame(int fd, uint64_t id, uint32_t kind, PyObject *data, PyObject *buffers)
+send_python_frame(int fd, uint64_t id, uint32_t kind, PyObject *data, PyObject *buffers,
+                  const uint64_t *skipped, int nskipped)
 {
     Py_buffer views[MAX_VIEWS];
     int taken = 0, rc = -1;
@@ -123,7 +135,7 @@ send_python_frame(int fd, uint64_t id, uint32_t kind, PyObject *data, PyObject *
         goto done;
     int r, err = 0;
     Py_BEGIN_ALLOW_THREADS
-    r = write_frame(fd, id, kind, views, ninband, noob);
+    r = write_frame(fd, id, kind, views, ninband, noob, skipped, nskipped);
     if (r < 0)
         err = errno;
     Py_END_ALLOW_THREADS
@@ -139,16 +151,214 @@ done:
     return rc;
 }
 
+/* The worker's side of its task pipe: bytes are staged and cut into
+ * frames; complete frames wait in a queue. Reading ahead lets the worker
+ * see CANCEL frames for tasks queued behind the one it just ran. */
+#define WSTAGE (64 * 1024)
+
+typedef struct {
+    pb_frame_hdr h;
+    PyObject *payload;        /* bytes */
+} wframe;
+
+typedef struct {
+    int fd;
+    int eof;
+    char *stage;
+    size_t soff, slen;        /* staged bytes are stage[soff:slen] */
+    int have_hdr;             /* h/payload/got describe a frame being read */
+    pb_frame_hdr h;
+    PyObject *payload;
+    size_t got;
+    wframe *q;                /* complete frames, oldest first */
+    int qhead, qlen, qcap;
+} wreader;
+
+static void
+wr_clear(wreader *r)
+{
+    while (r->qlen > 0) {
+        Py_DECREF(r->q[r->qhead].payload);
+        r->qhead = (r->qhead + 1) % r->qcap;
+        r->qlen--;
+    }
+    Py_CLEAR(r->payload);
+    PyMem_Free(r->q);
+    PyMem_Free(r->stage);
+}
+
+/* Appends the frame being read. 0 or -1 with an exception set. */
+static int
+wr_push(wreader *r)
+{
+    if (r->qlen == r->qcap) {
+        int cap = r->qcap ? r->qcap * 2 : 16;
+        wframe *q = PyMem_Malloc((size_t)cap * sizeof(wframe));
+        if (q == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (int i = 0; i < r->qlen; i++)
+            q[i] = r->q[(r->qhead + i) % r->qcap];
+        PyMem_Free(r->q);
+        r->q = q;
+        r->qcap = cap;
+        r->qhead = 0;
+    }
+    wframe *f = &r->q[(r->qhead + r->qlen) % r->qcap];
+    f->h = r->h;
+    f->payload = r->payload;
+    r->payload = NULL;
+    r->have_hdr = 0;
+    r->qlen++;
+    return 0;
+}
+
+/* Cuts staged bytes into frames. 0 or -1 with an exception set. */
+static int
+wr_parse(wreader *r)
+{
+    for (;;) {
+        size_t avail = r->slen - r->soff;
+        if (!r->have_hdr) {
+            if (avail < sizeof(pb_frame_hdr))
+                break;
+            memcpy(&r->h, r->stage + r->soff, sizeof(pb_frame_hdr));
+            r->soff += sizeof(pb_frame_hdr);
+            avail -= sizeof(pb_frame_hdr);
+            if (r->h.len > (uint64_t)PY_SSIZE_T_MAX) {
+                PyErr_SetString(PyExc_ValueError, "frame too large");
+                return -1;
+            }
+            r->payload = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)r->h.len);
+            if (r->payload == NULL)
+                return -1;
+            r->have_hdr = 1;
+            r->got = 0;
+        }
+        size_t take = (size_t)r->h.len - r->got;
+        if (take > avail)
+            take = avail;
+        memcpy(PyBytes_AS_STRING(r->payload) + r->got, r->stage + r->soff, take);
+        r->got += take;
+        r->soff += take;
+        if (r->got < r->h.len)
+            break;
+        if (wr_push(r) < 0)
+            return -1;
+    }
+    if (r->soff == r->slen)
+        r->soff = r->slen = 0;
+    return 0;
+}
+
+/* Reads what is available; with block set, waits until at least one frame
+ * is complete (or EOF). The GIL is released around every system call.
+ * 0 or -1 with an exception set. */
+static int
+wr_fill(wreader *r, int block)
+{
+    for (;;) {
+        if (wr_parse(r) < 0)
+            return -1;
+        if (r->eof)
+            return 0;
+        int wait = block && r->qlen == 0;
+        char *dst;
+        size_t room;
+        int direct = r->have_hdr && r->soff == r->slen && r->h.len - r->got >= WSTAGE;
+        if (direct) {
+            /* A large payload goes straight into its bytes object. */
+            dst = PyBytes_AS_STRING(r->payload) + r->got;
+            room = (size_t)r->h.len - r->got;
+        }
+        else {
+            if (r->soff > 0) {
+                memmove(r->stage, r->stage + r->soff, r->slen - r->soff);
+                r->slen -= r->soff;
+                r->soff = 0;
+            }
+            dst = r->stage + r->slen;
+            room = WSTAGE - r->slen;
+        }
+        ssize_t n;
+        int err = 0;
+        Py_BEGIN_ALLOW_THREADS
+        for (;;) {
+            n = read(r->fd, dst, room);
+            if (n >= 0)
+                break;
+            err = errno;
+            if (err == EINTR)
+                continue;
+            if ((err == EAGAIN || err == EWOULDBLOCK) && wait) {
+                struct pollfd pfd = {r->fd, POLLIN, 0};
+                poll(&pfd, 1, -1);
+                continue;
+            }
+            break;
+        }
+        Py_END_ALLOW_THREADS
+        if (n > 0) {
+            if (direct) {
+                r->got += (size_t)n;
+                if (r->got == r->h.len && wr_push(r) < 0)
+                    return -1;
+            }
+            else {
+                r->slen += (size_t)n;
+            }
+            continue;
+        }
+        if (n == 0) {
+            r->eof = 1;
+            return 0;
+        }
+        if (err == EAGAIN || err == EWOULDBLOCK)
+            return 0;
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+}
+
+/* Drops the queued tasks named by queued CANCEL frames; stores their ids
+ * in skipped (up to max) and returns how many. */
+static int
+wr_take_cancels(wreader *r, uint64_t *skipped, int max)
+{
+    int nskipped = 0;
+    for (int i = 0; i < r->qlen; i++) {
+        wframe *c = &r->q[(r->qhead + i) % r->qcap];
+        if (c->h.kind != PB_FRAME_CANCEL)
+            continue;
+        for (int j = 0; j < i; j++) {
+            wframe *t = &r->q[(r->qhead + j) % r->qcap];
+            if (t->h.kind == PB_FRAME_TASK && t->h.id == c->h.id && nskipped < max) {
+                /* Neutralised in place: the loop skips frames of kind 0. */
+                t->h.kind = 0;
+                skipped[nskipped++] = t->h.id;
+                break;
+            }
+        }
+        c->h.kind = 0;
+    }
+    return nskipped;
+}
+
 PyDoc_STRVAR(pebble_worker_run_doc,
 "worker_run(task_fd, result_fd, setup, execute, /)\n--\n\n"
-"Serve the worker's channel until EOF (return None) or a failed\n"
-"initializer (return False). setup(kind, payload) handles PREPARE and INIT\n"
-"frames and returns None or the pickled error of the initializer;\n"
+"Serve the worker's channel until a STOP frame or EOF (return None) or a\n"
+"failed initializer (return False). setup(kind, payload) handles PREPARE\n"
+"and INIT frames and returns None or the pickled error of the initializer;\n"
 "execute(payload) returns (kind, data, buffers) for a task.");
 
 static PyObject *
 pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    wreader r;
+    PyObject *result = NULL;
+    memset(&r, 0, sizeof(r));
     if (nargs != 4) {
         PyErr_SetString(PyExc_TypeError, "worker_run() takes exactly 4 arguments");
         return NULL;
@@ -158,100 +368,107 @@ pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (PyErr_Occurred())
         return NULL;
     PyObject *setup = args[2], *execute = args[3];
+    r.fd = task_fd;
+    r.stage = PyMem_Malloc(WSTAGE);
+    if (r.stage == NULL || pb_set_nonblock(task_fd) < 0) {
+        if (r.stage == NULL)
+            PyErr_NoMemory();
+        else
+            PyErr_SetFromErrno(PyExc_OSError);
+        goto done;
+    }
     for (;;) {
-        pb_frame_hdr h;
-        int r, err = 0;
-        Py_BEGIN_ALLOW_THREADS
-        r = pb_read_all(task_fd, &h, sizeof(h));
-        if (r < 0)
-            err = errno;
-        Py_END_ALLOW_THREADS
-        if (r == 0)
-            Py_RETURN_NONE;
-        if (r < 0) {
-            errno = err;
-            return PyErr_SetFromErrno(PyExc_OSError);
-        }
-        if (h.len > (uint64_t)PY_SSIZE_T_MAX) {
-            PyErr_SetString(PyExc_ValueError, "frame too large");
-            return NULL;
-        }
-        PyObject *payload = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)h.len);
-        if (payload == NULL)
-            return NULL;
-        if (h.len > 0) {
-            char *buf = PyBytes_AS_STRING(payload);
-            Py_BEGIN_ALLOW_THREADS
-            r = pb_read_all(task_fd, buf, (size_t)h.len);
-            if (r <= 0)
-                err = r == 0 ? EIO : errno;
-            Py_END_ALLOW_THREADS
-            if (r <= 0) {
-                Py_DECREF(payload);
-                errno = err;
-                return PyErr_SetFromErrno(PyExc_OSError);
+        if (r.qlen == 0) {
+            if (wr_fill(&r, 1) < 0)
+                goto done;
+            if (r.qlen == 0) {   /* EOF: the pool is gone */
+                result = Py_NewRef(Py_None);
+                goto done;
             }
         }
-        if (h.kind == PB_FRAME_PREPARE || h.kind == PB_FRAME_INIT) {
-            PyObject *kind = PyLong_FromLong(h.kind);
-            PyObject *res = kind ? PyObject_CallFunctionObjArgs(setup, kind, payload, NULL) : NULL;
-            Py_XDECREF(kind);
-            Py_DECREF(payload);
+        wframe f = r.q[r.qhead];
+        r.qhead = (r.qhead + 1) % r.qcap;
+        r.qlen--;
+        uint32_t kind = f.h.kind;
+        if (kind == 0 || kind == PB_FRAME_CANCEL) {
+            Py_DECREF(f.payload);   /* dropped, or about a task already run */
+            continue;
+        }
+        if (kind == PB_FRAME_STOP) {
+            Py_DECREF(f.payload);
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        if (kind == PB_FRAME_PREPARE || kind == PB_FRAME_INIT) {
+            PyObject *k = PyLong_FromLong(kind);
+            PyObject *res = k ? PyObject_CallFunctionObjArgs(setup, k, f.payload, NULL) : NULL;
+            Py_XDECREF(k);
+            Py_DECREF(f.payload);
             if (res == NULL)
-                return NULL;
+                goto done;
             if (res != Py_None) {
-                int rc = send_python_frame(result_fd, 0, PB_FRAME_INIT_ERROR, res, NULL);
+                int rc = send_python_frame(result_fd, 0, PB_FRAME_INIT_ERROR, res, NULL, NULL, 0);
                 Py_DECREF(res);
-                if (rc < 0)
-                    return NULL;
-                Py_RETURN_FALSE;
+                if (rc == 0)
+                    result = Py_NewRef(Py_False);
+                goto done;
             }
             Py_DECREF(res);
-            if (h.kind == PB_FRAME_INIT) {
+            if (kind == PB_FRAME_INIT) {
                 Py_buffer none;
+                int rc, err = 0;
                 memset(&none, 0, sizeof(none));
                 none.buf = "";
                 Py_BEGIN_ALLOW_THREADS
-                r = write_frame(result_fd, 0, PB_FRAME_READY, &none, 1, 0);
-                if (r < 0)
+                rc = write_frame(result_fd, 0, PB_FRAME_READY, &none, 1, 0, NULL, 0);
+                if (rc < 0)
                     err = errno;
                 Py_END_ALLOW_THREADS
-                if (r < 0) {
+                if (rc < 0) {
                     errno = err;
-                    return PyErr_SetFromErrno(PyExc_OSError);
+                    PyErr_SetFromErrno(PyExc_OSError);
+                    goto done;
                 }
             }
             continue;
         }
-        if (h.kind == PB_FRAME_STOP) {
-            Py_DECREF(payload);
-            Py_RETURN_NONE;
+        if (kind != PB_FRAME_TASK) {
+            Py_DECREF(f.payload);
+            PyErr_Format(PyExc_ValueError, "unexpected frame kind %u", kind);
+            goto done;
         }
-        if (h.kind != PB_FRAME_TASK) {
-            Py_DECREF(payload);
-            PyErr_Format(PyExc_ValueError, "unexpected frame kind %u", h.kind);
-            return NULL;
-        }
-        PyObject *res = PyObject_CallOneArg(execute, payload);
-        Py_DECREF(payload);
+        PyObject *res = PyObject_CallOneArg(execute, f.payload);
+        Py_DECREF(f.payload);
         if (res == NULL)
-            return NULL;
+            goto done;
         if (!PyTuple_Check(res) || PyTuple_GET_SIZE(res) != 3) {
             Py_DECREF(res);
             PyErr_SetString(PyExc_TypeError, "execute() must return (kind, data, buffers)");
-            return NULL;
+            goto done;
         }
-        long kind = PyLong_AsLong(PyTuple_GET_ITEM(res, 0));
-        if (kind == -1 && PyErr_Occurred()) {
+        long rkind = PyLong_AsLong(PyTuple_GET_ITEM(res, 0));
+        if (rkind == -1 && PyErr_Occurred()) {
             Py_DECREF(res);
-            return NULL;
+            goto done;
         }
-        int rc = send_python_frame(result_fd, h.id, (uint32_t)kind, PyTuple_GET_ITEM(res, 1),
-                                   PyTuple_GET_ITEM(res, 2));
+        /* Before answering, see whether queued tasks were cancelled: their
+         * SKIPPED reports must reach the pool before this result does. */
+        uint64_t skipped[16];
+        int nskipped = 0;
+        if (wr_fill(&r, 0) < 0) {
+            Py_DECREF(res);
+            goto done;
+        }
+        nskipped = wr_take_cancels(&r, skipped, 16);
+        int rc = send_python_frame(result_fd, f.h.id, (uint32_t)rkind, PyTuple_GET_ITEM(res, 1),
+                                   PyTuple_GET_ITEM(res, 2), skipped, nskipped);
         Py_DECREF(res);
         if (rc < 0)
-            return NULL;
+            goto done;
     }
+done:
+    wr_clear(&r);
+    return result;
 }
 
 /* ------------------------------------------------------------------ */
@@ -366,7 +583,7 @@ launcher_spawn(launcher *L, pb_ctl_msg *req, int child_fds[2])
     for (int i = 0; i < L->nframes; i++) {
         int r;
         Py_BEGIN_ALLOW_THREADS
-        r = write_frame(tp[1], 0, L->kinds[i], &L->frames[i], 1, 0);
+        r = write_frame(tp[1], 0, L->kinds[i], &L->frames[i], 1, 0, NULL, 0);
         Py_END_ALLOW_THREADS
         if (r < 0)
             break;  /* it died already: EXITED will tell */
