@@ -170,14 +170,16 @@ def run_one(name, impl, quick, timeout, workdir):
                              text=True, start_new_session=True)
     try:
         out, err = child.communicate(timeout=timeout)
+        timed_out = False
     except subprocess.TimeoutExpired:
         kill_group(child.pid)
-        out, err = child.communicate()
-        return {"status": "timeout",
-                "reason": "no result after %g s (killed)" % timeout,
-                "stderr": err}
-    finally:
-        wall = time.perf_counter() - started
+        try:
+            out, err = child.communicate(timeout=10)
+        except subprocess.TimeoutExpired:  # pipes held by an escapee
+            child.kill()
+            out, err = "", ""
+        timed_out = True
+    wall = time.perf_counter() - started
     record = None
     for line in reversed(out.strip().splitlines()):
         try:
@@ -185,8 +187,13 @@ def run_one(name, impl, quick, timeout, workdir):
             break
         except ValueError:
             continue
-    if child.returncode != 0 or not isinstance(record, dict):
-        lines = err.strip().splitlines() or ["exit status %s" % child.returncode]
+    if timed_out:
+        record = {"status": "timeout",
+                  "reason": "no result after %g s (killed)" % timeout,
+                  "stderr": err}
+    elif child.returncode != 0 or not isinstance(record, dict):
+        lines = err.strip().splitlines() or ["exit status %s"
+                                             % child.returncode]
         record = {"status": "error", "reason": lines[-1], "stderr": err}
     # Every pool must have been joined: nothing of the run may survive it.
     deadline = time.monotonic() + 2.0
@@ -215,7 +222,7 @@ def run_all(args, selected, impls, upstream):
             if workload.max_repeat:
                 repeat = min(repeat, workload.max_repeat)
         applicable = [i for i in impls if i in workload.impls]
-        results[name] = entry = {"impls": {}}
+        results[name] = entry = {"repeat": repeat, "impls": {}}
         for impl in applicable:
             entry["impls"][impl] = {"status": "ok", "values": [],
                                     "unit": None, "notes": [],
@@ -325,8 +332,9 @@ def table_rows(results, group):
         best = None
         if baselines:
             best = (max if better == workloads.HIGHER else min)(baselines)
-        legend.append("%s: %s (%s is better)"
-                      % (name, workload.title, better))
+        legend.append("%s: %s; %s is better; %s run(s) each"
+                      % (name, workload.title, better,
+                         entry.get("repeat", "?")))
         first = True
         for impl in IMPLS:
             if impl not in entry["impls"]:
@@ -402,10 +410,13 @@ def render_rst(title, rows):
 def render(report, rst=False):
     meta = report["meta"]
     out = []
-    head = ("Python %s on %s, %s CPUs; %s mode; upstream Pebble %s; ours %s"
-            % (meta["python"], meta["platform"], meta["cpus"],
-               "quick" if meta["quick"] else "full", meta["upstream"],
-               meta.get("ours") or "not found"))
+    head = ("Python %s on %s, %s CPUs; %s mode" % (
+        meta["python"], meta["platform"], meta["cpus"],
+        "quick (smaller sizes)" if meta["quick"] else "full"))
+    if "upstream" in meta["impls"]:
+        head += "; upstream Pebble %s" % meta["upstream"]
+    if "ours" in meta["impls"]:
+        head += "; ours: pebble %s" % (meta.get("ours") or "not importable")
     out.append(head)
     out.append("")
     for group, title in GROUPS:
