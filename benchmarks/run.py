@@ -295,6 +295,13 @@ def fmt(value):
     return "%.2f" % value
 
 
+def fmt_count(n):
+    for scale, suffix in ((1_000_000, "M"), (1_000, "k")):
+        if n >= scale and n % scale == 0:
+            return "%d%s" % (n // scale, suffix)
+    return str(n)
+
+
 def factor(value, reference, better):
     """How many times better ``value`` is than ``reference``."""
     if value is None or reference is None:
@@ -307,6 +314,8 @@ def factor(value, reference, better):
 def fmt_factor(ratio):
     if ratio is None:
         return "—"
+    if ratio < 0.1:
+        return "%.2g×" % ratio
     return ("%.2f×" if ratio < 10 else "%.1f×") % ratio
 
 
@@ -332,9 +341,15 @@ def table_rows(results, group):
         best = None
         if baselines:
             best = (max if better == workloads.HIGHER else min)(baselines)
+        sizes = [details[0]["n"] for details in
+                 (state.get("details") for state in entry["impls"].values())
+                 if details and "n" in details[0]]
+        title = workload.title.replace(
+            "{n}", fmt_count(sizes[0]) if sizes else "N")
         legend.append("%s: %s; %s is better; %s run(s) each"
-                      % (name, workload.title, better,
-                         entry.get("repeat", "?")))
+                      % (name, title, better, entry.get("repeat") or max(
+                          len(state["wall"])
+                          for state in entry["impls"].values())))
         first = True
         for impl in IMPLS:
             if impl not in entry["impls"]:

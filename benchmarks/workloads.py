@@ -624,6 +624,8 @@ WITH_FUTURES = PEBBLE_IMPLS + ("futures",)
 class Workload:
     """function(impl, quick) -> (value, unit, detail), and how to read it.
 
+    ``title`` may contain ``{n}``, the size the run reported in its detail.
+
     ``better`` says whether a higher or a lower value is better;
     ``max_repeat`` caps the default number of repeats of long workloads
     whose single run already averages over many operations.
@@ -641,38 +643,38 @@ class Workload:
 
 WORKLOADS = {w.function.__name__: w for w in [
     Workload(thread_tiny, "thread", HIGHER, WITH_FUTURES,
-             "ThreadPool(4): 100k tiny tasks"),
+             "ThreadPool(4): {n} tiny tasks"),
     Workload(thread_rtt, "thread", LOWER, WITH_FUTURES,
-             "ThreadPool(1): round trip"),
+             "ThreadPool(1): round trip, {n} in sequence"),
     Workload(thread_decorator, "thread", LOWER, PEBBLE_ONLY,
-             "@concurrent.thread call"),
+             "@concurrent.thread call + result, {n} in sequence"),
     Workload(thread_map, "thread", HIGHER, ALL_IMPLS,
-             "ThreadPool(4).map: 100k items, chunksize 100"),
+             "ThreadPool(4).map: {n} items, chunksize 100"),
     Workload(proc_rtt, "process", LOWER, ALL_IMPLS,
-             "ProcessPool(1): round trip"),
+             "ProcessPool(1): round trip, {n} in sequence"),
     Workload(proc_tiny, "process", HIGHER, ALL_IMPLS,
-             "ProcessPool(2): 20k tiny tasks"),
+             "ProcessPool(2): {n} tiny tasks"),
     Workload(proc_map, "process", HIGHER, ALL_IMPLS,
-             "ProcessPool(2).map: 500k items, chunksize 1000"),
+             "ProcessPool(2).map: {n} items, chunksize 1000"),
     Workload(proc_timeout, "process", LOWER, PEBBLE_ONLY,
-             "timeout=0.05: lateness of TimeoutError (median of 20)"),
+             "ProcessPool(1), timeout=0.05: lateness of TimeoutError, median of {n}"),
     Workload(proc_crash, "process", LOWER, PEBBLE_ONLY,
-             "SIGKILLed worker: death to ProcessExpired (median of 20)"),
+             "SIGKILLed worker: death to ProcessExpired, median of {n}"),
     Workload(proc_maxtasks1, "process", HIGHER, ALL_IMPLS,
-             "ProcessPool(2, max_tasks=1): 300 tasks", max_repeat=3),
+             "ProcessPool(2, max_tasks=1): {n} tiny tasks", max_repeat=3),
     Workload(proc_asyncio, "process", HIGHER, WITH_FUTURES,
-             "asyncio gather of 2000 pool futures"),
+             "ProcessPool(2): asyncio gather of {n} futures"),
     Workload(proc_bigresult, "process", HIGHER, ALL_IMPLS,
-             "50 results of 8 MiB"),
+             "ProcessPool(2): {n} results of 8 MiB"),
     Workload(proc_map_memory, "process", LOWER, ALL_IMPLS,
-             "map over 5M items, chunksize 100: parent peak RSS",
+             "ProcessPool(2).map over {n} items, chunksize 100: parent peak RSS",
              max_repeat=3),
     Workload(proc_decorator, "decorators", LOWER, PEBBLE_ONLY,
-             "@concurrent.process call"),
+             "@concurrent.process call + result, {n} in sequence"),
     Workload(proc_async_decorator, "decorators", LOWER, PEBBLE_ONLY,
-             "@asynchronous.process await", max_repeat=3),
+             "@asynchronous.process awaited, {n} in sequence", max_repeat=3),
     Workload(proc_decorator_timeout, "decorators", LOWER, PEBBLE_ONLY,
-             "@concurrent.process(timeout=0.05): lateness (median of 20)"),
+             "@concurrent.process(timeout=0.05): lateness of TimeoutError, median of {n}"),
 ]}
 
 
