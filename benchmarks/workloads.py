@@ -20,6 +20,7 @@ workload up).  Any wrong result raises, and the process exits non-zero.
 """
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import resource
@@ -48,6 +49,10 @@ if _IMPL in PEBBLE_IMPLS:
     except (ImportError, AttributeError, NotImplementedError) as error:
         pebble = None
         _PEBBLE_IMPORT_ERROR = error
+
+
+# concurrent.futures.TimeoutError is the builtin only from Python 3.11 on.
+TIMEOUT_ERRORS = (TimeoutError, concurrent.futures.TimeoutError)
 
 
 class NotApplicable(Exception):
@@ -413,7 +418,7 @@ def proc_timeout(impl, quick):
             future = pool.schedule(sleeper, args=(10,), timeout=timeout)
             try:
                 future.result()
-            except TimeoutError:
+            except TIMEOUT_ERRORS:
                 lateness.append(time.perf_counter() - (start + timeout))
             else:
                 check(False, "task did not time out")
@@ -604,7 +609,7 @@ def proc_decorator_timeout(impl, quick):
         future = process_sleeper(10)
         try:
             future.result()
-        except TimeoutError:
+        except TIMEOUT_ERRORS:
             lateness.append(time.perf_counter() - (start + timeout))
         else:
             check(False, "task did not time out")
