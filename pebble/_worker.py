@@ -9,7 +9,7 @@ import sys
 from typing import Any, List, Optional, Tuple
 
 from pebble import _pebble
-from pebble.common import MapError, RemoteException, format_exception
+from pebble.common import RemoteException, format_exception, run_chunk
 
 # (initializer, initargs) inherited by forked workers.
 _INIT: Optional[Tuple[Any, tuple]] = None
@@ -24,35 +24,16 @@ def _flush_std_streams() -> None:
             pass
 
 
-def launcher_main(ctl_fd: int, argv: Optional[List[str]], frames: List[Tuple[int, bytes]],
-                  init: Optional[Tuple[Any, tuple]]) -> None:
-    """Serve the pool as its launcher; never returns."""
+def _run_then_exit(body: Any, *args: Any) -> None:
+    """Run body(*args) and end the process, never returning to the caller.
+
+    Forked processes must not unwind into the parent's stack or run its
+    atexit handlers: they leave with os._exit, 1 if body failed or
+    returned False.
+    """
     status = 0
     try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        channel = _pebble.launcher_run(ctl_fd, argv, frames)
-        if channel is not None:
-            # A forked worker: serve its channel instead.
-            worker_main(channel[0], channel[1], init)
-    except BaseException:
-        status = 1
-        try:
-            import traceback
-            traceback.print_exc()
-        except BaseException:
-            pass
-    finally:
-        _flush_std_streams()
-        os._exit(status)
-
-
-def worker_main(task_fd: int, result_fd: int, init: Optional[Tuple[Any, tuple]]) -> None:
-    """Serve one worker channel, then exit the process."""
-    global _INIT
-    status = 0
-    try:
-        _INIT = init
-        if _pebble.worker_run(task_fd, result_fd, _setup, _execute) is False:
+        if body(*args) is False:
             status = 1
     except BaseException:
         status = 1
@@ -64,6 +45,33 @@ def worker_main(task_fd: int, result_fd: int, init: Optional[Tuple[Any, tuple]])
     finally:
         _flush_std_streams()
         os._exit(status)
+
+
+def _launch(ctl_fd: int, argv: Optional[List[str]], frames: List[Tuple[int, bytes]],
+            init: Optional[Tuple[Any, tuple]]) -> Any:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    channel = _pebble.launcher_run(ctl_fd, argv, frames)
+    if channel is not None:
+        # A forked worker: serve its channel instead.
+        return _serve(channel[0], channel[1], init)
+    return None
+
+
+def _serve(task_fd: int, result_fd: int, init: Optional[Tuple[Any, tuple]]) -> Any:
+    global _INIT
+    _INIT = init
+    return _pebble.worker_run(task_fd, result_fd, _setup, _execute)
+
+
+def launcher_main(ctl_fd: int, argv: Optional[List[str]], frames: List[Tuple[int, bytes]],
+                  init: Optional[Tuple[Any, tuple]]) -> None:
+    """Serve the pool as its launcher; never returns."""
+    _run_then_exit(_launch, ctl_fd, argv, frames, init)
+
+
+def worker_main(task_fd: int, result_fd: int, init: Optional[Tuple[Any, tuple]]) -> None:
+    """Serve one worker channel, then exit the process."""
+    _run_then_exit(_serve, task_fd, result_fd, init)
 
 
 def spawn_main(launcher_pid: int) -> None:
@@ -173,13 +181,10 @@ def _execute(payload: bytes) -> Tuple[int, Any, Optional[list]]:
     return _pebble.FRAME_RESULT, _chunks, _buffers or None
 
 
+def _remote(error: BaseException) -> RemoteException:
+    return RemoteException(error, format_exception(error))
+
+
 def process_chunk(function: Any, chunk: tuple) -> list:
     """Run *function* over a map chunk; failed elements carry their remote traceback."""
-    results = []
-    append = results.append
-    for args in chunk:
-        try:
-            append(function(*args))
-        except Exception as error:
-            append(MapError(RemoteException(error, format_exception(error))))
-    return results
+    return run_chunk(function, chunk, _remote)

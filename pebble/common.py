@@ -227,11 +227,12 @@ class MapError:
         return MapError, (self.error,)
 
 
-def run_chunk(function: Callable[..., Any], chunk: Iterable[Tuple[Any, ...]]) -> List[Any]:
+def run_chunk(function: Callable[..., Any], chunk: Iterable[Tuple[Any, ...]],
+              wrap: Optional[Callable[[BaseException], Any]] = None) -> List[Any]:
     """Run *function* over every argument tuple of *chunk*.
 
-    An element that raises yields a :class:`MapError` in its place so that
-    the rest of the chunk still runs.
+    An element that raises yields a :class:`MapError` in its place (holding
+    the error, or ``wrap(error)``) so that the rest of the chunk still runs.
     """
     results = []
     append = results.append
@@ -239,7 +240,7 @@ def run_chunk(function: Callable[..., Any], chunk: Iterable[Tuple[Any, ...]]) ->
         try:
             append(function(*args))
         except Exception as error:
-            append(MapError(error))
+            append(MapError(wrap(error) if wrap is not None else error))
     return results
 
 
