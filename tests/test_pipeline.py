@@ -61,14 +61,16 @@ def test_cancelled_queued_tasks_do_not_run(tmp_path):
         # Warm the worker so the pool learns its tasks are short.
         for i in range(50):
             pool.schedule(echo, (i,)).result()
+        head = pool.schedule(sleepy, (-1, 2))
         futures = [pool.schedule(note, (path, i)) for i in range(1000)]
-        cancelled = {i for i, f in enumerate(futures[500:], 500) if f.cancel()}
+        # At most a few tasks wait in the worker's pipe; the rest are held
+        # by the pool while the head sleeps.
+        cancelled = {i for i, f in enumerate(futures) if i >= 10 and i % 3 and f.cancel()}
+        assert head.result(30) == -1
         wait(futures, timeout=60)
     with open(path) as ran:
         executed = {int(line) for line in ran}
-    # Tasks cancelled far behind the running one never started: no kill,
-    # no side effect.
-    assert cancelled
+    assert len(cancelled) == len([i for i in range(10, 1000) if i % 3])
     assert not (cancelled & executed)
     assert executed == set(range(1000)) - cancelled
 
