@@ -91,23 +91,32 @@ ThreadCore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 static int
 ThreadCore_traverse(ThreadCore *self, visitproc visit, void *arg)
 {
+    int rc = 0;
     Py_VISIT(Py_TYPE(self));
-    for (Py_ssize_t i = 0; i < self->len; i++) {
+    /* Workers pop without the GIL: the ring is read under the mutex. */
+    pthread_mutex_lock(&self->mutex);
+    for (Py_ssize_t i = 0; i < self->len && rc == 0; i++) {
         tc_task *t = &self->ring[(self->head + i) & (self->cap - 1)];
-        Py_VISIT(t->future);
-        Py_VISIT(t->fn);
-        Py_VISIT(t->args);
-        Py_VISIT(t->kwargs);
+        if ((rc = visit(t->future, arg)) == 0 && (rc = visit(t->fn, arg)) == 0
+            && (rc = visit(t->args, arg)) == 0 && t->kwargs != NULL)
+            rc = visit(t->kwargs, arg);
     }
-    return 0;
+    pthread_mutex_unlock(&self->mutex);
+    return rc;
 }
 
 static int
 ThreadCore_clear(ThreadCore *self)
 {
-    tc_task t;
-    /* Only reached with no worker inside work(): they hold a reference. */
-    while (tc_pop(self, &t)) {
+    /* Only reached with no worker inside work(): they hold a reference.
+     * Dropping a reference may run Python code, so not under the mutex. */
+    for (;;) {
+        tc_task t;
+        pthread_mutex_lock(&self->mutex);
+        int got = tc_pop(self, &t);
+        pthread_mutex_unlock(&self->mutex);
+        if (!got)
+            break;
         Py_XDECREF(t.future);
         Py_XDECREF(t.fn);
         Py_XDECREF(t.args);
