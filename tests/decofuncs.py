@@ -19,6 +19,10 @@ def plain_add(a, b=0):
     return a + b
 
 
+def plain_getpid():
+    return os.getpid()
+
+
 def plain_sleep(seconds):
     time.sleep(seconds)
     return seconds
@@ -36,6 +40,12 @@ def plain_pid_then_sleep(path, seconds):
     write_pid(path)
     time.sleep(seconds)
     return "slept"
+
+
+def cmdline():
+    """This process' command line: tells how its start method made it."""
+    with open("/proc/self/cmdline", "rb") as source:
+        return source.read().decode(errors="replace")
 
 
 def process_info():
@@ -103,10 +113,14 @@ def sleep_with_timeout(seconds):
 
 
 @concurrent.process(timeout=0.3)
-def ignore_sigterm_and_sleep(seconds):
+def timeout_pid_then_sleep(path, seconds):
+    return plain_pid_then_sleep(path, seconds)
+
+
+@concurrent.process(timeout=0.3)
+def ignore_sigterm_pid_then_sleep(path, seconds):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    time.sleep(seconds)
-    return seconds
+    return plain_pid_then_sleep(path, seconds)
 
 
 @concurrent.process
@@ -189,9 +203,8 @@ def async_pid_then_sleep(path, seconds):
 
 
 @asynchronous.process(timeout=0.3)
-def async_sleep_with_timeout(seconds):
-    time.sleep(seconds)
-    return seconds
+def async_timeout_pid_then_sleep(path, seconds):
+    return plain_pid_then_sleep(path, seconds)
 
 
 @asynchronous.process
@@ -202,3 +215,12 @@ def async_exit_with(code):
 @asynchronous.process(name="pebble-async-name")
 def async_named_info():
     return process_info()
+
+
+@concurrent.process(daemon=False)
+def nondaemon_finish(path):
+    """Sleep half a second, then leave *path* behind and return."""
+    time.sleep(0.5)
+    with open(path, "w") as out:
+        out.write("finished")
+    return "result-ok"
