@@ -472,6 +472,16 @@ def test_pool_parameter_runs_in_that_pool(method):
         assert pool.schedule(decofuncs.plain_add, args=(1, 2)).result(timeout=30) == 3
 
 
+def test_name_and_daemon_in_a_pool_last_for_that_call_only(cheap_method):
+    with ProcessPool(max_workers=1, context=multiprocessing.get_context(cheap_method)) as pool:
+        before = pool.schedule(decofuncs.process_info).result(timeout=30)
+        call = concurrent.process(pool=pool, name="pool-call", daemon=not before[1])
+        name, daemon, pid = call(decofuncs.process_info)().result(timeout=30)
+        assert (name, daemon, pid) == ("pool-call", not before[1], before[2])
+        # The pool's worker is back to what it was for the pool's own tasks.
+        assert pool.schedule(decofuncs.process_info).result(timeout=30) == before
+
+
 def test_asynchronous_pool_parameter(cheap_method):
     with ProcessPool(max_workers=1, context=multiprocessing.get_context(cheap_method)) as pool:
         getpid = asynchronous.process(pool=pool)(decofuncs.plain_getpid)
