@@ -224,3 +224,18 @@ def nondaemon_finish(path):
     with open(path, "w") as out:
         out.write("finished")
     return "result-ok"
+
+
+class Counter:
+    """A picklable object with a decorated method."""
+
+    def __init__(self, start):
+        self.start = start
+
+    @concurrent.process
+    def plus(self, value):
+        return self.start + value, os.getpid()
+
+    @asynchronous.process
+    def async_plus(self, value):
+        return self.start + value

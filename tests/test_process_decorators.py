@@ -178,6 +178,16 @@ def test_process_call_with_arguments_on_callable_object(method):
     assert pid != os.getpid()
 
 
+def test_decorated_method(method):
+    value, pid = decofuncs.Counter(5).plus(2).result(timeout=30)
+    assert value == 7 and pid != os.getpid()
+
+    async def main():
+        return await decofuncs.Counter(5).async_plus(3)
+
+    assert asyncio.run(main()) == 8
+
+
 def test_asynchronous_forms(cheap_method):
     async def main():
         return (await decofuncs.async_add(1, b=2),
