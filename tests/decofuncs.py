@@ -239,3 +239,35 @@ class Counter:
     @asynchronous.process
     def async_plus(self, value):
         return self.start + value
+
+
+def refuse_to_load(message):
+    raise RuntimeError(message)
+
+
+class LoadsNowhere:
+    """Pickles fine, but raises wherever it is unpickled."""
+
+    def __reduce__(self):
+        return refuse_to_load, ("cannot load me",)
+
+
+def load_except_in(pid):
+    if os.getpid() == pid:
+        raise RuntimeError("cannot load me in %d" % pid)
+    return "loaded"
+
+
+class LoadsNotIn:
+    """Pickles fine, but raises when unpickled in process *pid*."""
+
+    def __init__(self, pid):
+        self.pid = pid
+
+    def __reduce__(self):
+        return load_except_in, (self.pid,)
+
+
+@concurrent.process
+def make_loads_not_in(pid):
+    return LoadsNotIn(pid)

@@ -428,6 +428,20 @@ def test_unpicklable_result(method):
     assert decofuncs.identity(6).result(timeout=30) == 6
 
 
+def test_argument_failing_to_load_in_the_child(cheap_method):
+    error = decofuncs.identity(decofuncs.LoadsNowhere()).exception(timeout=10)
+    assert isinstance(error, RuntimeError)
+    assert "cannot load me" in str(error)
+    assert decofuncs.identity(7).result(timeout=30) == 7
+
+
+def test_result_failing_to_load_in_the_parent(cheap_method):
+    error = decofuncs.make_loads_not_in(os.getpid()).exception(timeout=10)
+    assert isinstance(error, RuntimeError)
+    assert "cannot load me" in str(error)
+    assert decofuncs.identity(8).result(timeout=30) == 8
+
+
 def test_name_sets_the_process_name(method):
     name, _, pid = decofuncs.named_info().result(timeout=30)
     assert name == "pebble-deco-name"
@@ -645,7 +659,7 @@ def test_asynchronous_completion_wakes_the_loop_promptly(cheap_method):
             delays.append(time.monotonic() - started)
         return sorted(delays)[len(delays) // 2]
 
-    assert asyncio.run(main()) < 0.05
+    assert asyncio.run(main()) < 0.02
 
 
 # -- the documentation examples --------------------------------------------------
