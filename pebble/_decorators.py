@@ -210,17 +210,30 @@ os.register_at_fork(after_in_child=_reset_engines_after_fork)
 
 def run_decorated(target: Any, args: tuple, kwargs: Dict[str, Any],
                   name: Optional[str], daemon: bool) -> Any:
-    """Worker side of a decorated call: unwrap the decorator and run the function."""
+    """Worker side of a decorated call: unwrap the decorator and run the function.
+
+    The process name and daemon flag apply to this call only: a ``pool=``
+    worker goes on serving its pool as it was.
+    """
     import multiprocessing
     function = getattr(target, "__pebble_original__", target)
     process = multiprocessing.current_process()
+    previous_name, previous_daemon = process.name, process.daemon
     if name is not None:
         process.name = name
+    _set_daemon(process, daemon)
+    try:
+        return function(*args, **kwargs)
+    finally:
+        process.name = previous_name
+        _set_daemon(process, previous_daemon)
+
+
+def _set_daemon(process: Any, daemon: bool) -> None:
     try:
         process.daemon = daemon
     except (AssertionError, ValueError):
         pass
-    return function(*args, **kwargs)
 
 
 class ProcessCall:
