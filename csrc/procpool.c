@@ -481,13 +481,14 @@ wq_push(pp_proc *p, uint32_t kind, uint64_t id, pp_task *t)
     return 0;
 }
 
-/* t became the task p runs: its timeout starts now. */
+/* t became the task p runs: its timeout starts now, or when p is ready
+ * (a fresh interpreter may take a while to start and run its initializer). */
 static void
 task_start(ProcCore *self, pp_proc *p, pp_task *t)
 {
     p->task = t;
     t->started_at = pebble_now_ns();
-    t->deadline = t->timeout_ns >= 0 ? t->started_at + t->timeout_ns : -1;
+    t->deadline = t->timeout_ns >= 0 && p->ready ? t->started_at + t->timeout_ns : -1;
     if (!t->on_started) {
         t->on_started = 1;
         t->snext = NULL;
@@ -584,6 +585,11 @@ proc_frame(ProcCore *self, pp_proc *p, pb_frame_hdr *h, char *data)
         p->ready = 1;
         self->spawn_failures = 0;
         free(data);
+        if (p->task != NULL) {
+            p->task->started_at = pebble_now_ns();
+            if (p->task->timeout_ns >= 0)
+                p->task->deadline = p->task->started_at + p->task->timeout_ns;
+        }
         return;
     case PB_FRAME_INIT_ERROR:
         if (self->error_data == NULL) {

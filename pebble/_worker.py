@@ -35,6 +35,8 @@ def _run_then_exit(body: Any, *args: Any) -> None:
     try:
         if body(*args) is False:
             status = 1
+    except BrokenPipeError:
+        status = 1  # the pool went away (stopped, or the parent died): nothing to say
     except BaseException:
         status = 1
         try:
@@ -165,6 +167,9 @@ def _execute(payload: bytes) -> Tuple[int, Any, Optional[list]]:
     """Run one task: payload is the pickled (function, args, kwargs)."""
     try:
         function, args, kwargs = pickle.loads(payload)
+        # A function decorated with concurrent.process pickles by name as its
+        # wrapper: in a worker the original runs.
+        function = getattr(function, "__pebble_original__", function)
         result = function(*args, **kwargs)
     except BaseException as error:
         return _dump_error(error)
@@ -187,4 +192,4 @@ def _remote(error: BaseException) -> RemoteException:
 
 def process_chunk(function: Any, chunk: tuple) -> list:
     """Run *function* over a map chunk; failed elements carry their remote traceback."""
-    return run_chunk(function, chunk, _remote)
+    return run_chunk(getattr(function, "__pebble_original__", function), chunk, _remote)

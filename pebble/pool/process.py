@@ -69,8 +69,13 @@ def _interpreter_command(code: str) -> list:
             + multiprocessing.util._args_from_interpreter_flags() + ["-c", code])
 
 
-def start_launcher(method: str, initializer: Any, initargs: tuple) -> Tuple[int, int]:
-    """Start the launcher process; return (control socket fd, launcher pid)."""
+def start_launcher(method: str, initializer: Any, initargs: tuple,
+                   preparation: Optional[dict]) -> Tuple[int, int]:
+    """Start the launcher process; return (control socket fd, launcher pid).
+
+    *preparation* is the spawn preparation data (spawn and forkserver),
+    taken by the caller while the main module is still intact.
+    """
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         if method == "fork":
@@ -83,7 +88,7 @@ def start_launcher(method: str, initializer: Any, initargs: tuple) -> Tuple[int,
         config = {
             "method": method,
             "parent": os.getpid(),
-            "preparation": _preparation_data(),
+            "preparation": preparation,
             "init": _dumps((initializer, initargs)) if initializer is not None else b"",
             "argv": _interpreter_command(
                 "from pebble._worker import spawn_main; import sys; "
@@ -147,14 +152,18 @@ class ProcessPool(BasePool):
     # -- engine ------------------------------------------------------------
 
     def _start(self) -> None:
-        self._manager = threading.Thread(target=self._manage, name="ProcessPool-manager",
-                                         daemon=True)
+        # Taken here: at interpreter exit the manager thread may run after
+        # __main__ lost the attributes spawned workers need to import it.
+        preparation = _preparation_data() if self._method != "fork" else None
+        self._manager = threading.Thread(target=self._manage, args=(preparation,),
+                                         name="ProcessPool-manager", daemon=True)
         self._manager.start()
         _live_pools.add(self)
 
-    def _manage(self) -> None:
+    def _manage(self, preparation: Optional[dict]) -> None:
         try:
-            ctl_fd, launcher = start_launcher(self._method, self._initializer, self._initargs)
+            ctl_fd, launcher = start_launcher(self._method, self._initializer, self._initargs,
+                                              preparation)
         except BaseException as error:
             self._broken = error
             self._core.stop()
