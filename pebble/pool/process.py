@@ -74,9 +74,13 @@ def start_launcher(method: str, initializer: Any, initargs: tuple) -> Tuple[int,
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         if method == "fork":
+            parent = os.getpid()
             pid = os.fork()
             if pid == 0:  # the launcher
                 ours.close()
+                # Processes forked later may hold our control socket open,
+                # so its EOF alone cannot tell that the parent died.
+                _pebble.set_parent_death_signal(parent)
                 _worker.launcher_main(theirs.detach(), None,
                                       [(_pebble.FRAME_INIT, b"")], (initializer, initargs))
             return ours.detach(), pid
