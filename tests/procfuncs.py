@@ -58,8 +58,10 @@ def big_result(size):
     return b"x" * size
 
 
-def big_argument(data, tag):
-    return tag, len(data)
+def big_argument(data, tag, seconds=0):
+    if seconds:
+        time.sleep(seconds)
+    return tag, len(data), os.getpid()
 
 
 def ignore_sigterm_sleep(seconds):
@@ -245,3 +247,12 @@ def roundtrip_pickle(value):
 
 def echo_kwargs(**kwargs):
     return kwargs
+
+
+def raise_error(cls):
+    raise cls()
+
+
+def return_ghost():
+    """An instance of a class that cannot be found by name."""
+    return type("Ghost", (), {"__module__": __name__})()
