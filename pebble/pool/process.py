@@ -151,14 +151,26 @@ class ProcessPool(BasePool):
     # -- engine ------------------------------------------------------------
 
     def _start(self) -> None:
-        self._manager = threading.Thread(target=self._manage, name="ProcessPool-manager",
-                                         daemon=True)
+        early: Any = None
+        if self._method == "fork" and threading.current_thread() is threading.main_thread():
+            # A process forked from another thread keeps that thread's malloc
+            # arena, whose reserved address space defeats RLIMIT_AS limits
+            # set by an initializer: fork from the main thread when we can.
+            try:
+                early = start_launcher(self._method, self._initializer, self._initargs)
+            except BaseException as error:  # reported by the manager
+                early = error
+        self._manager = threading.Thread(target=self._manage, args=(early,),
+                                         name="ProcessPool-manager", daemon=True)
         self._manager.start()
         _live_pools.add(self)
 
-    def _manage(self) -> None:
+    def _manage(self, early: Any = None) -> None:
         try:
-            ctl_fd, launcher = start_launcher(self._method, self._initializer, self._initargs)
+            if isinstance(early, BaseException):
+                raise early
+            ctl_fd, launcher = early or start_launcher(self._method, self._initializer,
+                                                       self._initargs)
         except BaseException as error:
             self._broken = error
             self._core.stop()
