@@ -161,6 +161,8 @@ EXIT_SCRIPT = textwrap.dedent("""
             future = pool.schedule(pf.ignore_sigterm_sleep, args=(60,))
             while not future.running():
                 time.sleep(0.01)
+        while len(pool._core.pids) < 2:
+            time.sleep(0.01)
         print(" ".join(map(str, pool._core.pids)), flush=True)
         # No close(), no join(): the interpreter exits with the pool alive.
 """)

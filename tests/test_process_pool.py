@@ -385,6 +385,23 @@ def test_map_iterator_input(pool):
     assert list(pool.map(pf.square, iter(range(5))).result()) == [0, 1, 4, 9, 16]
 
 
+@pytest.mark.xfail(strict=True, reason="map() schedules every chunk before returning, "
+                   "consuming the whole input up front")
+def test_map_consumes_input_lazily(pool1):
+    consumed = []
+
+    def source():
+        for i in range(10000):
+            consumed.append(i)
+            yield i
+
+    future = pool1.map(pf.square, source(), chunksize=10)
+    try:
+        assert len(consumed) < 10000
+    finally:
+        future.cancel()
+
+
 def test_map_empty(pool):
     future = pool.map(pf.square, [])
     assert future.done()
@@ -608,6 +625,34 @@ def test_close_and_stop_are_idempotent():
     pool.stop()
     pool.join(10)
     pool.join(10)
+
+
+def test_join_from_callback_raises():
+    pool = make_pool(max_workers=1)
+    errors = []
+    done = threading.Event()
+
+    def callback(_future):
+        try:
+            pool.join()
+        except BaseException as error:  # checked below
+            errors.append(error)
+        done.set()
+
+    future = pool.schedule(pf.sleep_return, args=(0.2, 1))
+    future.add_done_callback(callback)
+    pool.close()
+    assert done.wait(10)
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
+    pool.join(10)
+    assert future.result() == 1
+
+
+def test_process_expired_pickles():
+    import pickle
+    error = pickle.loads(pickle.dumps(ProcessExpired("Abnormal termination", code=-9, pid=77)))
+    assert isinstance(error, ProcessExpired) and isinstance(error, OSError)
+    assert (str(error), error.exitcode, error.pid) == ("Abnormal termination", -9, 77)
 
 
 def test_repr():
