@@ -21,7 +21,7 @@ from concurrent.futures import CancelledError, TimeoutError
 import pytest
 
 import procfuncs as pf
-from pebble import ProcessExpired, ProcessPool
+from pebble import ProcessExpired, ProcessPool, _pebble
 from pebble.common import RemoteTraceback
 from proctools import (TESTS_DIR, children, pid_alive, pid_gone, shm_entries,
                        wait_until)
@@ -566,7 +566,14 @@ ORPHAN_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("method, sibling", [("fork", ""), ("spawn", ""), ("fork", "sibling")])
+@pytest.mark.parametrize("method, sibling", [
+    ("fork", ""),
+    ("spawn", ""),
+    pytest.param("fork", "sibling", marks=pytest.mark.xfail(
+        _pebble.PLATFORM == "posix", strict=True,
+        reason="without PR_SET_PDEATHSIG the launcher only sees the parent die through "
+               "EOF of its control socket, which any process forked later keeps open")),
+])
 def test_no_orphans_when_parent_is_killed(method, sibling, tmp_path):
     """Workers and launchers never outlive a killed parent (#129/#76)."""
     script = tmp_path / "orphans.py"
