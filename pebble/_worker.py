@@ -54,6 +54,8 @@ def worker_main(task_fd: int, result_fd: int, init: Optional[Tuple[Any, tuple]])
         _INIT = init
         if _pebble.worker_run(task_fd, result_fd, _setup, _execute) is False:
             status = 1
+    except BrokenPipeError:
+        status = 1  # the pool closed our channel: nobody is left to tell
     except BaseException:
         status = 1
         try:
