@@ -23,7 +23,7 @@ import pytest
 import procfuncs as pf
 from pebble import ProcessExpired, ProcessPool, _pebble
 from pebble.common import RemoteTraceback
-from proctools import (TESTS_DIR, children, pid_alive, pid_gone, shm_entries,
+from proctools import (TESTS_DIR, children, pid_alive, pid_gone, run_script, shm_entries,
                        wait_until)
 
 FORK = multiprocessing.get_context("fork")
@@ -606,3 +606,27 @@ def test_no_orphans_when_parent_is_killed(method, sibling, tmp_path):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+STARTUP_STOP_SCRIPT = textwrap.dedent("""
+    import multiprocessing, sys, time
+    import procfuncs as pf
+    from pebble import ProcessPool
+
+    if __name__ == "__main__":
+        context = multiprocessing.get_context("fork")
+        for _ in range(60):
+            pool = ProcessPool(max_workers=2, context=context)
+            pool.schedule(pf.getpid)
+            while len(pool._core.pids) < 2:
+                time.sleep(0.0005)
+            pool.stop()
+            pool.join(10)
+""")
+
+
+def test_stop_while_workers_start_is_silent():
+    """Workers whose channel is closed under them exit without a traceback."""
+    result = run_script(STARTUP_STOP_SCRIPT, timeout=60)
+    assert result.returncode == 0
+    assert result.stderr == ""
