@@ -147,6 +147,8 @@ typedef struct {
     pp_proc *procs;
     int nprocs, procs_cap;
     int spawn_failures;
+    int startup_failures;          /* consecutive workers dead before READY */
+    int has_initializer;           /* workers run an initializer at start */
     /* The error that broke the pool (an INIT_ERROR payload), or an errno. */
     char *error_data;
     size_t error_len;
@@ -481,6 +483,8 @@ wq_push(pp_proc *p, uint32_t kind, uint64_t id, pp_task *t)
     return 0;
 }
 
+static void task_mark_started(ProcCore *self, pp_task *t);
+
 /* t became the task p runs: its timeout starts now, or when p is ready
  * (a fresh interpreter may take a while to start and run its initializer). */
 static void
@@ -489,6 +493,14 @@ task_start(ProcCore *self, pp_proc *p, pp_task *t)
     p->task = t;
     t->started_at = pebble_now_ns();
     t->deadline = t->timeout_ns >= 0 && p->ready ? t->started_at + t->timeout_ns : -1;
+    if (p->ready)
+        task_mark_started(self, t);
+}
+
+/* Queues t for the completer to mark its future running. */
+static void
+task_mark_started(ProcCore *self, pp_task *t)
+{
     if (!t->on_started) {
         t->on_started = 1;
         t->snext = NULL;
@@ -584,11 +596,13 @@ proc_frame(ProcCore *self, pp_proc *p, pb_frame_hdr *h, char *data)
     case PB_FRAME_READY:
         p->ready = 1;
         self->spawn_failures = 0;
+        self->startup_failures = 0;
         free(data);
         if (p->task != NULL) {
             p->task->started_at = pebble_now_ns();
             if (p->task->timeout_ns >= 0)
                 p->task->deadline = p->task->started_at + p->task->timeout_ns;
+            task_mark_started(self, p->task);
         }
         return;
     case PB_FRAME_INIT_ERROR:
@@ -766,9 +780,16 @@ proc_exited(ProcCore *self, pid_t pid, int status)
     proc_read(self, p);
     int code = WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
     if (p->state == P_ALIVE && !p->ready && self->state != S_STOPPING && self->state != S_ERROR) {
-        /* Died while starting up or in its initializer. */
-        self->error_errno = code;
-        pool_break(self, "startup", code);
+        /* Died before it was ready: its task never started and goes back
+         * to the queue. An initializer that exits breaks the pool, as one
+         * that raises does; otherwise only repeated deaths (a worker that
+         * cannot start at all) do, not one killed from outside. */
+        if (p->task != NULL) {
+            pend_push_front(self, p->task);
+            p->task = NULL;
+        }
+        if (self->has_initializer || ++self->startup_failures >= 3)
+            pool_break(self, "startup", code);
     }
     if (p->task) {
         pp_task *t = p->task;
@@ -1274,11 +1295,11 @@ task_resolve(pebble_state *st, completer_ctx *cx, pp_task *t)
 static PyObject *
 ProcCore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"max_workers", "max_tasks", "spare", NULL};
-    int max_workers, spare = -1;
+    static char *kwlist[] = {"max_workers", "max_tasks", "spare", "initializer", NULL};
+    int max_workers, spare = -1, has_initializer = 0;
     unsigned long long max_tasks = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|Ki:ProcCore", kwlist, &max_workers,
-                                     &max_tasks, &spare))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|Kip:ProcCore", kwlist, &max_workers,
+                                     &max_tasks, &spare, &has_initializer))
         return NULL;
     if (max_workers < 1) {
         PyErr_SetString(PyExc_ValueError, "max_workers must be >= 1");
@@ -1292,6 +1313,7 @@ ProcCore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->max_workers = max_workers;
     self->max_tasks = max_tasks;
     self->spare = spare;
+    self->has_initializer = has_initializer;
     self->next_id = 1;
     if (pthread_mutex_init(&self->mutex, NULL) != 0 || pthread_cond_init(&self->done_cond, NULL) != 0) {
         Py_DECREF(self);
@@ -1689,10 +1711,11 @@ static PyGetSetDef ProcCore_getset[] = {
 };
 
 PyDoc_STRVAR(ProcCore_doc,
-"ProcCore(max_workers, max_tasks=0, spare=-1)\n--\n\n"
+"ProcCore(max_workers, max_tasks=0, spare=-1, initializer=False)\n--\n\n"
 "Task queue, I/O thread and completion loop of a process pool. With\n"
 "spare >= 0 the pool is elastic: it keeps one worker per task in flight\n"
-"plus spare idle ones, up to max_workers.");
+"plus spare idle ones, up to max_workers. initializer tells whether\n"
+"workers run one: a worker dying before it is ready then breaks the pool.");
 
 static PyType_Slot ProcCore_slots[] = {
     {Py_tp_new, ProcCore_new},

@@ -58,7 +58,14 @@ class RemoteException:
         self.traceback = traceback_text
 
     def __reduce__(self):
-        return rebuild_exception, (self.exception, self.traceback)
+        error = self.exception
+        if type(error).__reduce__ is BaseException.__reduce__:
+            parts = error.__reduce__()
+            if len(parts) == 3:
+                # Rebuilt field by field: BaseException.__setstate__ goes
+                # through __setattr__, which frozen dataclass errors refuse.
+                return rebuild_exception_state, parts + (self.traceback,)
+        return rebuild_exception, (error, self.traceback)
 
 
 def rebuild_exception(exception: BaseException, traceback_text: str) -> BaseException:
@@ -66,9 +73,24 @@ def rebuild_exception(exception: BaseException, traceback_text: str) -> BaseExce
     try:
         exception.traceback = traceback_text  # type: ignore[attr-defined]
     except Exception:  # frozen exception types refuse new attributes
-        pass
-    exception.__cause__ = RemoteTraceback(traceback_text)
+        try:
+            object.__setattr__(exception, "traceback", traceback_text)
+        except Exception:  # no __dict__ to hold it
+            pass
+    object.__setattr__(exception, "__cause__", RemoteTraceback(traceback_text))
     return exception
+
+
+def rebuild_exception_state(cls: Callable[..., BaseException], args: tuple, state: dict,
+                            traceback_text: str) -> BaseException:
+    """Rebuild an exception from its default reduce parts, then attach its traceback."""
+    exception = cls(*args)
+    try:
+        exception.__setstate__(state)
+    except Exception:
+        for name, value in state.items():
+            object.__setattr__(exception, name, value)
+    return rebuild_exception(exception, traceback_text)
 
 
 def format_exception(error: BaseException) -> str:

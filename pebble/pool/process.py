@@ -79,9 +79,13 @@ def start_launcher(method: str, initializer: Any, initargs: tuple,
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         if method == "fork":
+            parent = os.getpid()
             pid = os.fork()
             if pid == 0:  # the launcher
                 ours.close()
+                # Processes forked later may hold our control socket open,
+                # so its EOF alone cannot tell that the parent died.
+                _pebble.set_parent_death_signal(parent)
                 _worker.launcher_main(theirs.detach(), None,
                                       [(_pebble.FRAME_INIT, b"")], (initializer, initargs))
             return ours.detach(), pid
@@ -145,7 +149,8 @@ class ProcessPool(BasePool):
         self._max_tasks = check_max_tasks(max_tasks)
         self._initializer, self._initargs = check_initializer(initializer, initargs)
         self._method = get_start_method(context)
-        self._core = ProcCore(self._max_workers, self._max_tasks, _spare)
+        self._core = ProcCore(self._max_workers, self._max_tasks, _spare,
+                              self._initializer is not None)
         self._manager: Optional[threading.Thread] = None
         self._broken: Optional[BaseException] = None
 
@@ -155,15 +160,26 @@ class ProcessPool(BasePool):
         # Taken here: at interpreter exit the manager thread may run after
         # __main__ lost the attributes spawned workers need to import it.
         preparation = _preparation_data() if self._method != "fork" else None
-        self._manager = threading.Thread(target=self._manage, args=(preparation,),
+        early: Any = None
+        if self._method == "fork" and threading.current_thread() is threading.main_thread():
+            # A process forked from another thread keeps that thread's malloc
+            # arena, whose reserved address space defeats RLIMIT_AS limits
+            # set by an initializer: fork from the main thread when we can.
+            try:
+                early = start_launcher(self._method, self._initializer, self._initargs, None)
+            except BaseException as error:  # reported by the manager
+                early = error
+        self._manager = threading.Thread(target=self._manage, args=(early, preparation),
                                          name="ProcessPool-manager", daemon=True)
         self._manager.start()
         _live_pools.add(self)
 
-    def _manage(self, preparation: Optional[dict]) -> None:
+    def _manage(self, early: Any, preparation: Optional[dict]) -> None:
         try:
-            ctl_fd, launcher = start_launcher(self._method, self._initializer, self._initargs,
-                                              preparation)
+            if isinstance(early, BaseException):
+                raise early
+            ctl_fd, launcher = early or start_launcher(self._method, self._initializer,
+                                                       self._initargs, preparation)
         except BaseException as error:
             self._broken = error
             self._core.stop()

@@ -1,0 +1,258 @@
+"""Functions and types run inside ProcessPool workers by the tests.
+
+They live in an importable module so that spawn and forkserver workers,
+which start from a fresh interpreter, can find them by name.
+"""
+
+import ctypes
+import dataclasses
+import faulthandler
+import os
+import pickle
+import signal
+import threading
+import time
+
+# Set by the initializers below, read back by tasks.
+INIT_VALUE = None
+
+
+# -- plain tasks ---------------------------------------------------------
+
+def identity(value):
+    return value
+
+
+def add(a, b=0):
+    return a + b
+
+
+def square(x):
+    return x * x
+
+
+def getpid():
+    return os.getpid()
+
+
+def sleep_return(seconds, value=None):
+    time.sleep(seconds)
+    return value
+
+
+def sleep_pid(seconds):
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def fibonacci(n):
+    if n == 0:
+        return 0
+    elif n == 1:
+        return 1
+    else:
+        return fibonacci(n - 1) + fibonacci(n - 2)
+
+
+def big_result(size):
+    return b"x" * size
+
+
+def big_argument(data, tag, seconds=0):
+    if seconds:
+        time.sleep(seconds)
+    return tag, len(data), os.getpid()
+
+
+def ignore_sigterm_sleep(seconds):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(seconds)
+    return "finished"
+
+
+# -- failing tasks -------------------------------------------------------
+
+class CustomError(Exception):
+    pass
+
+
+def raise_custom(message):
+    raise CustomError(message)
+
+
+def raise_value_error(message):
+    raise ValueError(message)
+
+
+def raise_system_exit(code):
+    raise SystemExit(code)
+
+
+class CustomBaseException(BaseException):
+    pass
+
+
+def raise_base_exception(message):
+    raise CustomBaseException(message)
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenError(Exception):
+    code: int
+
+
+def raise_frozen(code):
+    raise FrozenError(code)
+
+
+class UnpicklableError(Exception):
+    """An exception carrying a lock: it cannot be pickled."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+def raise_unpicklable(message):
+    raise UnpicklableError(message)
+
+
+class TwoArgError(Exception):
+    """Pickles fine but cannot be rebuilt: __init__ wants two arguments."""
+
+    def __init__(self, first, second):
+        super().__init__("%s/%s" % (first, second))
+
+
+def raise_two_arg():
+    raise TwoArgError("left", "right")
+
+
+def exit_process(code):
+    os._exit(code)
+
+
+def kill_self(signum):
+    os.kill(os.getpid(), signum)
+    time.sleep(10)
+
+
+def segfault():
+    faulthandler.disable()  # no crash report on the test's stderr
+    ctypes.string_at(0)
+
+
+def fail_on(x, bad):
+    if x in bad:
+        raise ValueError("bad element %r" % (x,))
+    return x
+
+
+def sleep_on(x, slow, seconds=2.0):
+    if x in slow:
+        time.sleep(seconds)
+    return x
+
+
+def exit_on(x, bad):
+    if x in bad:
+        os._exit(5)
+    return x
+
+
+# -- pickling faults -----------------------------------------------------
+
+class PickleRefused(Exception):
+    pass
+
+
+class RefusesPickling:
+    """__reduce__ raises in the parent."""
+
+    def __reduce__(self):
+        raise PickleRefused("refused to pickle")
+
+
+def load_fails(message):
+    raise ValueError(message)
+
+
+class FailsUnpickling:
+    """Pickles fine; loading it raises ValueError."""
+
+    def __init__(self, message="cannot load"):
+        self.message = message
+
+    def __reduce__(self):
+        return load_fails, (self.message,)
+
+
+class KillsUnpickling:
+    """Pickles fine; loading it exits the loading process."""
+
+    def __reduce__(self):
+        return os._exit, (7,)
+
+
+def return_lock():
+    return threading.Lock()
+
+
+def return_lambda():
+    return lambda: None
+
+
+def return_fails_unpickling(message):
+    return FailsUnpickling(message)
+
+
+def consume(value):
+    return "consumed"
+
+
+# -- initializers --------------------------------------------------------
+
+def init_set(value):
+    global INIT_VALUE
+    INIT_VALUE = (value, os.getpid())
+
+
+def get_init():
+    return INIT_VALUE
+
+
+def init_raise(message):
+    raise CustomError(message)
+
+
+def init_exit(code):
+    os._exit(code)
+
+
+# -- pools inside workers, calls from workers ----------------------------
+
+def nested_pool(values):
+    from pebble import ProcessPool
+    with ProcessPool(max_workers=1) as pool:
+        return [pool.schedule(square, args=(v,)).result() for v in values]
+
+
+def callback_raises(_future):
+    raise RuntimeError("callback failure")
+
+
+def roundtrip_pickle(value):
+    return pickle.loads(pickle.dumps(value))
+
+
+def echo_kwargs(**kwargs):
+    return kwargs
+
+
+def raise_error(cls):
+    raise cls()
+
+
+def return_ghost():
+    """An instance of a class that cannot be found by name."""
+    return type("Ghost", (), {"__module__": __name__})()

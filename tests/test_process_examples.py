@@ -1,0 +1,229 @@
+"""The documented ProcessPool examples, run as scripts essentially as written.
+
+Sizes and timeouts are scaled down so that they run quickly; otherwise the
+code is the documentation's.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from proctools import TESTS_DIR
+
+
+def run_example(tmp_path, code, timeout=60):
+    script = tmp_path / "example.py"
+    script.write_text(textwrap.dedent(code))
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=timeout, cwd=str(tmp_path),
+                            env=dict(os.environ, PYTHONPATH=TESTS_DIR))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    return result.stdout, time.monotonic() - start
+
+
+def test_pools_example(tmp_path):
+    stdout, _ = run_example(tmp_path, """
+        from concurrent.futures import TimeoutError
+        from pebble import ProcessPool, ProcessExpired
+
+        def function(n):
+            return n
+
+        with ProcessPool() as pool:
+            future = pool.map(function, range(100), timeout=10)
+
+            iterator = future.result()
+
+            while True:
+                try:
+                    result = next(iterator)
+                    print(result)
+                except StopIteration:
+                    break
+                except TimeoutError as error:
+                    print("function took longer than %d seconds" % error.args[1])
+                except ProcessExpired as error:
+                    print("%s. Exit code: %d" % (error, error.exitcode))
+                except Exception as error:
+                    print("function raised %s" % error)
+                    print(error.traceback)  # Python's traceback of remote process
+    """)
+    assert stdout.split() == [str(n) for n in range(100)]
+
+
+def test_pools_example_reports_every_outcome(tmp_path):
+    """The same loop, fed a function that fails in each documented way."""
+    stdout, _ = run_example(tmp_path, """
+        import os, time
+        from concurrent.futures import TimeoutError
+        from pebble import ProcessPool, ProcessExpired
+
+        def function(n):
+            if n == 1:
+                time.sleep(10)
+            if n == 2:
+                os._exit(3)
+            if n == 3:
+                raise ValueError("three")
+            return n
+
+        with ProcessPool() as pool:
+            future = pool.map(function, range(5), timeout=0.5)
+
+            iterator = future.result()
+
+            while True:
+                try:
+                    result = next(iterator)
+                    print(result)
+                except StopIteration:
+                    break
+                except TimeoutError as error:
+                    print("function took longer than %d seconds" % error.args[1])
+                except ProcessExpired as error:
+                    print("%s. Exit code: %d" % (error, error.exitcode))
+                except Exception as error:
+                    print("function raised %s" % error)
+                    print(error.traceback)  # Python's traceback of remote process
+    """)
+    lines = stdout.splitlines()
+    assert lines[0] == "0"
+    assert lines[1] == "function took longer than 0 seconds"
+    assert lines[2].endswith(". Exit code: 3")
+    assert lines[3] == "function raised three"
+    assert lines[4] == "Traceback (most recent call last):"
+    assert "ValueError: three" in stdout
+    assert lines[-1] == "4"
+
+
+def test_fibonacci_example(tmp_path):
+    stdout, elapsed = run_example(tmp_path, """
+        from pebble import ProcessPool
+        from concurrent.futures import TimeoutError
+
+        def fibonacci(n):
+            if n == 0: return 0
+            elif n == 1: return 1
+            else: return fibonacci(n - 1) + fibonacci(n - 2)
+
+        with ProcessPool() as pool:
+            future = pool.map(fibonacci, range(40), timeout=0.2)
+
+            try:
+                for n in future.result():
+                    print(n)
+            except TimeoutError:
+                print("TimeoutError: aborting remaining computations")
+                future.cancel()
+    """)
+    lines = stdout.splitlines()
+    assert lines[-1] == "TimeoutError: aborting remaining computations"
+    numbers = [int(n) for n in lines[:-1]]
+    assert len(numbers) >= 15
+    a, b = 0, 1
+    for n in numbers:
+        assert n == a
+        a, b = b, a + b
+    assert elapsed < 10
+
+
+def test_chunksize_example(tmp_path):
+    stdout, _ = run_example(tmp_path, """
+        from pebble import ProcessPool
+        from multiprocessing import cpu_count
+        from concurrent.futures import TimeoutError
+
+        def function(n):
+            return n
+
+        elements = list(range(100000))
+
+        cpus = cpu_count()
+        size = len(elements)
+        chunksize = size / cpus
+
+        # the timeout will be assigned to each chunk
+        # therefore, we need to consider its size
+        timeout = 10 * chunksize
+
+        with ProcessPool(max_workers=cpus) as pool:
+            future = pool.map(function, elements, chunksize=chunksize, timeout=timeout)
+
+            assert list(future.result()) == elements
+        print(type(chunksize).__name__, "ok")
+    """)
+    assert stdout == "float ok\n"
+
+
+RESOURCE_EXAMPLE = """
+    import resource
+    from pebble import ProcessPool
+
+    MAX_MEM = 1024
+
+    def initializer(limit):
+        \"\"\"Set maximum amount of memory each worker process can allocate.\"\"\"
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+    def function():
+        \"\"\"This function tries to allocate 1Mb worth of string.\"\"\"
+        string = ''
+
+        for _ in range(1024):
+            string += 1024 * 'A'
+
+    %s
+"""
+
+
+def test_resource_limit_example(tmp_path):
+    stdout, elapsed = run_example(tmp_path, RESOURCE_EXAMPLE % textwrap.dedent("""
+    pool = ProcessPool(initializer=initializer, initargs=(MAX_MEM,))
+
+    future = pool.schedule(function)
+
+    assert isinstance(future.exception(), MemoryError)
+    print("MemoryError")
+    """).strip().replace("\n", "\n    "))
+    assert stdout == "MemoryError\n"
+    assert elapsed < 10
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_resource_limit_example_fresh_interpreter(tmp_path, method):
+    stdout, elapsed = run_example(tmp_path, RESOURCE_EXAMPLE % textwrap.dedent("""
+    if __name__ == "__main__":
+        import multiprocessing
+        pool = ProcessPool(initializer=initializer, initargs=(MAX_MEM,),
+                           context=multiprocessing.get_context("%s"))
+
+        future = pool.schedule(function)
+
+        assert isinstance(future.exception(), MemoryError)
+        print("MemoryError")
+    """ % method).strip().replace("\n", "\n    "))
+    assert stdout == "MemoryError\n"
+    assert elapsed < 10
+
+
+def test_resource_limit_holds_for_replacement_workers(tmp_path):
+    """The limit set by the initializer binds every worker of a fork pool."""
+    stdout, _ = run_example(tmp_path, RESOURCE_EXAMPLE % textwrap.dedent("""
+    def allocate():
+        return len(bytearray(20 * 1024 * 1024))
+
+    with ProcessPool(max_workers=1, max_tasks=1, initializer=initializer,
+                     initargs=(MAX_MEM,)) as pool:
+        # The first worker and its replacements alike.
+        for _ in range(3):
+            assert isinstance(pool.schedule(allocate).exception(), MemoryError)
+    print("MemoryError")
+    """).strip().replace("\n", "\n    "))
+    assert stdout == "MemoryError\n"

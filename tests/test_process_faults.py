@@ -1,0 +1,627 @@
+"""ProcessPool fault matrix: every way a task or worker can break.
+
+Each case checks what the broken task's future gets and that the pool
+still accepts and completes new work afterwards. The second half holds
+regression tests for failures known from the original implementation.
+"""
+
+import logging
+import multiprocessing
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from concurrent.futures import CancelledError, TimeoutError
+
+import pytest
+
+import procfuncs as pf
+from pebble import ProcessExpired, ProcessPool
+from pebble.common import RemoteTraceback
+from proctools import (TESTS_DIR, children, pid_alive, pid_gone, run_script, shm_entries,
+                       wait_until)
+
+FORK = multiprocessing.get_context("fork")
+
+
+@pytest.fixture
+def pool():
+    pool = ProcessPool(max_workers=2, context=FORK)
+    yield pool
+    pool.stop()
+    pool.join(10)
+
+
+@pytest.fixture
+def pool1():
+    pool = ProcessPool(max_workers=1, context=FORK)
+    yield pool
+    pool.stop()
+    pool.join(10)
+
+
+def assert_pool_works(pool):
+    futures = [pool.schedule(pf.add, args=(i,), kwargs={"b": 1}) for i in range(4)]
+    assert [f.result(timeout=30) for f in futures] == [1, 2, 3, 4]
+
+
+def wait_running(future, timeout=10):
+    assert wait_until(future.running, timeout), "the task never started"
+
+
+def worker_pid(pool):
+    return pool.schedule(pf.getpid).result(timeout=30)
+
+
+# -- arguments --------------------------------------------------------------------
+
+def test_argument_unpicklable_in_parent(pool):
+    future = pool.schedule(pf.consume, args=(pf.RefusesPickling(),))
+    error = future.exception(timeout=5)
+    assert isinstance(error, pf.PickleRefused)
+    assert str(error) == "refused to pickle"
+    assert_pool_works(pool)
+
+
+def test_argument_unpicklable_builtin(pool):
+    future = pool.schedule(pf.consume, args=(threading.Lock(),))
+    assert isinstance(future.exception(timeout=5), TypeError)
+    future = pool.schedule(lambda: None)
+    assert isinstance(future.exception(timeout=5), (pickle.PicklingError, AttributeError))
+    assert_pool_works(pool)
+
+
+def test_argument_unpickling_raises_in_worker(pool1):
+    pid = worker_pid(pool1)
+    future = pool1.schedule(pf.consume, args=(pf.FailsUnpickling("no loading"),))
+    error = future.exception(timeout=30)
+    assert type(error) is ValueError
+    assert str(error) == "no loading"
+    assert "load_fails" in error.traceback
+    assert isinstance(error.__cause__, RemoteTraceback)
+    # A task that fails to load costs no worker.
+    assert worker_pid(pool1) == pid
+    assert_pool_works(pool1)
+
+
+def test_argument_unpickling_kills_worker(pool1):
+    pid = worker_pid(pool1)
+    future = pool1.schedule(pf.consume, args=(pf.KillsUnpickling(),))
+    error = future.exception(timeout=30)
+    assert isinstance(error, ProcessExpired)
+    assert (error.exitcode, error.pid) == (7, pid)
+    assert worker_pid(pool1) != pid
+    assert_pool_works(pool1)
+
+
+# -- the task raises ---------------------------------------------------------------
+
+def test_task_raises_system_exit(pool1):
+    pid = worker_pid(pool1)
+    error = pool1.schedule(pf.raise_system_exit, args=(3,)).exception(timeout=30)
+    assert type(error) is SystemExit
+    assert error.code == 3
+    assert "raise_system_exit" in error.traceback
+    assert worker_pid(pool1) == pid
+    assert_pool_works(pool1)
+
+
+def test_task_raises_base_exception(pool):
+    error = pool.schedule(pf.raise_base_exception, args=("deep",)).exception(timeout=30)
+    assert type(error) is pf.CustomBaseException
+    assert error.args == ("deep",)
+    assert "raise_base_exception" in error.traceback
+    assert isinstance(error.__cause__, RemoteTraceback)
+    assert_pool_works(pool)
+
+
+def test_task_raises_keyboard_interrupt(pool):
+    error = pool.schedule(pf.raise_error, args=(KeyboardInterrupt,)).exception(timeout=30)
+    assert type(error) is KeyboardInterrupt
+    assert_pool_works(pool)
+
+
+def test_task_raises_frozen_dataclass_error(pool):
+    future = pool.schedule(pf.raise_frozen, args=(5,))
+    error = future.exception(timeout=30)
+    assert type(error) is pf.FrozenError
+    assert error.code == 5
+    assert "raise_frozen" in error.traceback
+    assert isinstance(error.__cause__, RemoteTraceback)
+    assert_pool_works(pool)
+
+
+# -- results --------------------------------------------------------------------------
+
+def test_result_unpicklable_in_worker(pool1):
+    pid = worker_pid(pool1)
+    error = pool1.schedule(pf.return_lock).exception(timeout=30)
+    assert isinstance(error, TypeError)
+    assert "lock" in str(error)
+    assert "_execute" in error.traceback or "return_lock" in error.traceback
+    error = pool1.schedule(pf.return_ghost).exception(timeout=30)
+    assert isinstance(error, pickle.PicklingError)
+    assert worker_pid(pool1) == pid
+    assert_pool_works(pool1)
+
+
+def test_result_unpicklable_in_parent(pool):
+    futures = [pool.schedule(pf.return_fails_unpickling, args=("parent side",)),
+               pool.schedule(pf.add, args=(1, 2))]
+    error = futures[0].exception(timeout=30)
+    assert type(error) is ValueError
+    assert str(error) == "parent side"
+    assert futures[1].result(timeout=30) == 3
+    assert_pool_works(pool)
+
+
+def test_exception_unpicklable(pool):
+    error = pool.schedule(pf.raise_unpicklable, args=("with a lock",)).exception(timeout=30)
+    assert isinstance(error, Exception)
+    assert "UnpicklableError" in str(error)
+    assert "with a lock" in str(error)
+    assert "raise_unpicklable" in error.traceback
+    assert "UnpicklableError: with a lock" in error.traceback
+    assert_pool_works(pool)
+
+
+def test_exception_that_cannot_be_rebuilt(pool):
+    error = pool.schedule(pf.raise_two_arg).exception(timeout=30)
+    assert isinstance(error, Exception)
+    assert "TwoArgError" in str(error)
+    assert "left/right" in str(error)
+    assert "raise_two_arg" in error.traceback
+    assert_pool_works(pool)
+
+
+# -- timeouts and cancel -------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_timeout_ignoring_sigterm(method):
+    with ProcessPool(max_workers=1, context=multiprocessing.get_context(method)) as pool:
+        pid = worker_pid(pool)
+        timeout = 0.3
+        start = time.monotonic()
+        future = pool.schedule(pf.ignore_sigterm_sleep, args=(30,), timeout=timeout)
+        with pytest.raises(TimeoutError) as info:
+            future.result(timeout=10)
+        late = time.monotonic() - start - timeout
+        assert info.value.args == ("Task timeout", timeout)
+        assert -0.01 < late < 0.2, "timeout fired %.3f s late" % late
+        assert wait_until(lambda: pid_gone(pid), 5), "the worker ignoring SIGTERM survived"
+        assert worker_pid(pool) != pid
+        assert_pool_works(pool)
+
+
+def test_timeout_of_queued_task_counts_from_its_start(pool1):
+    first = pool1.schedule(pf.sleep_return, args=(0.4, "first"))
+    second = pool1.schedule(pf.sleep_return, args=(0.1, "second"), timeout=0.3)
+    assert first.result(timeout=30) == "first"
+    assert second.result(timeout=30) == "second"
+
+
+def test_cancel_running_ignoring_sigterm(pool1):
+    future = pool1.schedule(pf.ignore_sigterm_sleep, args=(30,))
+    wait_running(future)
+    (pid,) = pool1._core.pids
+    assert future.cancel()
+    with pytest.raises(CancelledError):
+        future.result(timeout=1)
+    assert wait_until(lambda: pid_gone(pid), 5)
+    assert_pool_works(pool1)
+
+
+# -- workers dying from outside -----------------------------------------------------------
+
+def serving_pids(pool, count):
+    """Pids of *count* workers that have each served a task.
+
+    Only these are shot from outside in the tests below: a worker killed
+    before it is ready breaks the pool (see test_worker_killed_while_starting).
+    """
+    futures = [pool.schedule(pf.sleep_pid, args=(0.1,)) for _ in range(count)]
+    pids = {f.result(timeout=30) for f in futures}
+    assert len(pids) == count
+    return sorted(pids)
+
+
+def test_idle_worker_killed(pool):
+    victim, survivor = serving_pids(pool, 2)
+    os.kill(victim, signal.SIGKILL)
+    assert wait_until(lambda: pid_gone(victim))
+    futures = [pool.schedule(pf.sleep_pid, args=(0.01,)) for _ in range(20)]
+    used = {f.result(timeout=30) for f in futures}
+    assert victim not in used
+    assert survivor in used
+    assert wait_until(lambda: len(pool._core.pids) == 2 and victim not in pool._core.pids)
+    assert_pool_works(pool)
+
+
+def test_all_idle_workers_killed_with_work_queued(pool):
+    for pid in serving_pids(pool, 2):
+        os.kill(pid, signal.SIGKILL)
+    futures = [pool.schedule(pf.square, args=(i,)) for i in range(20)]
+    outcomes = []
+    for i, future in enumerate(futures):
+        try:
+            outcomes.append(future.result(timeout=30) == i * i)
+        except ProcessExpired:
+            # Only a task handed to a worker already dead may be lost that way.
+            outcomes.append(None)
+    assert outcomes.count(True) >= 18
+    assert_pool_works(pool)
+
+
+def test_running_worker_killed_from_outside(pool1):
+    (victim,) = serving_pids(pool1, 1)
+    future = pool1.schedule(pf.sleep_pid, args=(30,))
+    wait_running(future)
+    os.kill(victim, signal.SIGKILL)
+    error = future.exception(timeout=5)
+    assert isinstance(error, ProcessExpired)
+    assert (error.exitcode, error.pid) == (-signal.SIGKILL, victim)
+    assert_pool_works(pool1)
+
+
+# -- stop and join --------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_stop_with_queued_and_running(method):
+    pool = ProcessPool(max_workers=2, context=multiprocessing.get_context(method))
+    futures = [pool.schedule(pf.sleep_return, args=(30, i)) for i in range(10)]
+    wait_running(futures[0])
+    start = time.monotonic()
+    pool.stop()
+    pool.join(10)
+    assert time.monotonic() - start < 3
+    for future in futures:
+        assert future.done()
+        with pytest.raises(CancelledError):
+            future.result(timeout=0)
+    assert pool._core.pending == 0
+
+
+def test_stop_while_pushing_huge_results():
+    pool = ProcessPool(max_workers=2, context=FORK)
+    size = 50 * 1024 * 1024
+    futures = [pool.schedule(pf.big_result, args=(size,)) for _ in range(6)]
+    assert len(futures[0].result(timeout=60)) == size
+    start = time.monotonic()
+    pool.stop()
+    pool.join(10)
+    assert time.monotonic() - start < 3
+    assert all(f.done() for f in futures)
+    for future in futures[1:]:
+        if not future.cancelled():
+            assert len(future.result(timeout=0)) == size
+
+
+def test_join_while_pushing_huge_results():
+    pool = ProcessPool(max_workers=2, context=FORK)
+    size = 50 * 1024 * 1024
+    futures = [pool.schedule(pf.big_result, args=(size,)) for _ in range(4)]
+    pool.close()
+    start = time.monotonic()
+    pool.join(20)
+    assert time.monotonic() - start < 10
+    assert all(len(f.result(timeout=0)) == size for f in futures)
+
+
+# -- callbacks --------------------------------------------------------------------
+
+def test_done_callback_raising_is_logged(pool, caplog):
+    caplog.set_level(logging.ERROR)
+    called = threading.Event()
+
+    def bad_callback(future):
+        called.set()
+        raise RuntimeError("callback failure")
+
+    future = pool.schedule(pf.add, args=(1, 1))
+    future.add_done_callback(bad_callback)
+    assert future.result(timeout=30) == 2
+    assert called.wait(5)
+    assert wait_until(lambda: "callback failure" in caplog.text, 5)
+    # Callbacks of other futures still run, and the pool goes on.
+    seen = threading.Event()
+    other = pool.schedule(pf.add, args=(2, 2))
+    other.add_done_callback(lambda f: seen.set())
+    assert other.result(timeout=30) == 4
+    assert seen.wait(5)
+    assert_pool_works(pool)
+
+
+def test_done_callback_raising_on_error_outcomes(pool, caplog):
+    caplog.set_level(logging.ERROR)
+    futures = [pool.schedule(pf.exit_process, args=(1,)),
+               pool.schedule(pf.sleep_return, args=(10,), timeout=0.1)]
+    for future in futures:
+        future.add_done_callback(pf.callback_raises)
+    assert isinstance(futures[0].exception(timeout=30), ProcessExpired)
+    assert isinstance(futures[1].exception(timeout=30), TimeoutError)
+    assert wait_until(lambda: caplog.text.count("callback failure") >= 2, 5)
+    assert_pool_works(pool)
+
+
+# -- regressions of the original ----------------------------------------------------
+
+def test_random_kills_with_large_arguments_never_deadlock():
+    """A worker killed at any instant never wedges the pool (#163)."""
+    pool = ProcessPool(max_workers=2, context=FORK)
+    data = os.urandom(100 * 1024)
+    stop = threading.Event()
+    rng = random.Random(1234)
+    kills = []
+    # Only workers that have served a task are shot: one killed while
+    # still starting breaks the pool (see test_worker_killed_while_starting).
+    served = set()
+
+    def record(future):
+        if not future.cancelled() and future.exception() is None:
+            served.add(future.result()[2])
+
+    def killer():
+        while not stop.wait(rng.uniform(0.005, 0.03)):
+            pids = [pid for pid in pool._core.pids if pid in served]
+            if pids:
+                victim = rng.choice(pids)
+                try:
+                    os.kill(victim, signal.SIGKILL)
+                    kills.append(victim)
+                except ProcessLookupError:
+                    pass
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    try:
+        futures = []
+        for i in range(500):
+            futures.append(pool.schedule(pf.big_argument, args=(data, i, 0.004)))
+            futures[-1].add_done_callback(record)
+        done = wait_until(lambda: all(f.done() for f in futures), 60, 0.05)
+    finally:
+        stop.set()
+        thread.join()
+    assert done, "%d futures never resolved" % sum(not f.done() for f in futures)
+    ok = 0
+    for i, future in enumerate(futures):
+        error = future.exception(timeout=0)
+        if error is None:
+            assert future.result()[:2] == (i, len(data))
+            ok += 1
+        else:
+            assert isinstance(error, ProcessExpired), repr(error)
+            assert error.exitcode == -signal.SIGKILL
+    expired = len(futures) - ok
+    assert len(kills) >= 10 and expired >= 5 and ok > len(futures) // 2, (len(kills), expired)
+    assert_pool_works(pool)
+    pool.close()
+    pool.join(10)
+
+
+def test_worker_killed_while_starting():
+    pool = ProcessPool(max_workers=1, context=multiprocessing.get_context("spawn"))
+    try:
+        future = pool.schedule(pf.square, args=(3,))
+        # A spawned worker is listed as soon as it exists, long before it has
+        # booted its interpreter.
+        assert wait_until(lambda: pool._core.pids, 10, 0.001)
+        os.kill(pool._core.pids[0], signal.SIGKILL)
+        # The task never started: it runs on the replacement.
+        assert future.result(timeout=30) == 9
+        assert pool.schedule(pf.square, args=(4,)).result(timeout=30) == 16
+    finally:
+        pool.stop()
+        pool.join(10)
+
+
+def test_cancel_kill_race():
+    """Cancelling while a task starts never leaves it running on a dead worker (#153)."""
+    rng = random.Random(42)
+    with ProcessPool(max_workers=1, context=FORK) as pool:
+        futures = []
+        for _ in range(60):
+            future = pool.schedule(pf.sleep_return, args=(5,))
+            time.sleep(rng.uniform(0, 0.004))
+            future.cancel()
+            futures.append(future)
+            futures.append(pool.schedule(pf.add, args=(1, 1)))
+        assert wait_until(lambda: all(f.done() for f in futures), 30, 0.05)
+        for cancelled, follower in zip(futures[::2], futures[1::2]):
+            assert cancelled.cancelled()
+            assert follower.result(timeout=0) == 2
+        assert_pool_works(pool)
+
+
+def test_map_iteration_after_launcher_dies_does_not_hang():
+    """Breaking the pool under a running map ends the iteration (#69)."""
+    before = set(children())
+    pool = ProcessPool(max_workers=2, context=FORK)
+    future = pool.map(pf.sleep_return, [0.05] * 40, range(40), chunksize=2)
+    wait_running(future.futures[0])
+    (launcher,) = set(children()) - before
+    os.kill(launcher, signal.SIGKILL)
+    results = []
+    start = time.monotonic()
+    iterator = future.result(timeout=30)
+    while True:
+        try:
+            results.append(next(iterator))
+        except StopIteration:
+            break
+        except (ProcessExpired, RuntimeError, CancelledError) as error:
+            results.append(error)
+    assert time.monotonic() - start < 10
+    assert any(isinstance(r, BaseException) for r in results)
+    assert wait_until(lambda: not pool.active, 5)
+    with pytest.raises(RuntimeError):
+        pool.schedule(pf.getpid)
+    pool.join(10)
+    assert wait_until(lambda: not (set(children()) - before), 5)
+
+
+def test_map_iteration_after_initializer_breaks_pool():
+    pool = ProcessPool(max_workers=2, initializer=pf.init_raise, initargs=("no",),
+                       context=FORK)
+    future = pool.map(pf.square, range(10), chunksize=2)
+    start = time.monotonic()
+    iterator = future.result(timeout=30)
+    errors = 0
+    while True:
+        try:
+            next(iterator)
+        except StopIteration:
+            break
+        except Exception:
+            errors += 1
+    assert errors == 5
+    assert time.monotonic() - start < 10
+    pool.close()
+    pool.join(10)
+
+
+def test_map_iteration_after_stop():
+    pool = ProcessPool(max_workers=1, context=FORK)
+    future = pool.map(pf.sleep_return, [10] * 6, range(6))
+    wait_running(future.futures[0])
+    pool.stop()
+    pool.join(10)
+    iterator = future.result(timeout=5)
+    with pytest.raises(CancelledError):
+        next(iterator)
+
+
+def test_exit_zero_is_process_expired_promptly(pool):
+    start = time.monotonic()
+    error = pool.schedule(pf.exit_process, args=(0,)).exception(timeout=10)
+    assert time.monotonic() - start < 1
+    assert isinstance(error, ProcessExpired)
+    assert error.exitcode == 0
+    assert_pool_works(pool)
+
+
+def test_crash_detected_promptly(pool):
+    worker_pid(pool)
+    start = time.monotonic()
+    error = pool.schedule(pf.kill_self, args=(signal.SIGKILL,)).exception(timeout=10)
+    assert isinstance(error, ProcessExpired)
+    assert time.monotonic() - start < 0.1
+
+
+def test_timeout_fires_promptly(pool):
+    worker_pid(pool)
+    lateness = []
+    for _ in range(5):
+        start = time.monotonic()
+        future = pool.schedule(pf.sleep_return, args=(10,), timeout=0.05)
+        with pytest.raises(TimeoutError):
+            future.result(timeout=10)
+        lateness.append(time.monotonic() - start - 0.05)
+    assert sorted(lateness)[2] < 0.02, lateness
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_no_named_semaphores(method):
+    before = shm_entries()
+    with ProcessPool(max_workers=2, context=multiprocessing.get_context(method)) as pool:
+        assert pool.schedule(pf.add, args=(1, 2)).result(timeout=30) == 3
+        during = shm_entries()
+        pool.schedule(pf.sleep_return, args=(0.2,), timeout=0.05)
+    after = shm_entries()
+    assert not {name for name in during - before if name.startswith("sem.")}
+    assert after - before == set()
+
+
+ORPHAN_SCRIPT = textwrap.dedent("""
+    import multiprocessing, os, sys, time
+    import procfuncs as pf
+    from pebble import ProcessPool
+
+    if __name__ == "__main__":
+        context = multiprocessing.get_context(sys.argv[1])
+        pools = [ProcessPool(max_workers=2, context=context) for _ in range(2)]
+        futures = [pool.schedule(pf.ignore_sigterm_sleep, args=(60,))
+                   for pool in pools for _ in range(2)]
+        while len([pid for pool in pools for pid in pool._core.pids]) < 4 \\
+                or not all(f.running() for f in futures):
+            time.sleep(0.01)
+        time.sleep(0.1)  # the tasks have set their SIGTERM handlers
+        pids = [pid for pool in pools for pid in pool._core.pids]
+        if sys.argv[2] == "sibling":
+            # An unrelated child inherits every descriptor of this process.
+            sibling = os.fork()
+            if sibling == 0:
+                time.sleep(60)
+                os._exit(0)
+            pids.append(sibling)
+        print(" ".join(map(str, pids)), flush=True)
+        time.sleep(60)
+""")
+
+
+@pytest.mark.parametrize("method, sibling", [
+    ("fork", ""),
+    ("spawn", ""),
+    ("fork", "sibling"),
+])
+def test_no_orphans_when_parent_is_killed(method, sibling, tmp_path):
+    """Workers and launchers never outlive a killed parent (#129/#76)."""
+    script = tmp_path / "orphans.py"
+    script.write_text(ORPHAN_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=TESTS_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    process = subprocess.Popen([sys.executable, str(script), method, sibling or "-"],
+                               stdout=subprocess.PIPE, env=env, cwd=TESTS_DIR, text=True)
+    others = []
+    try:
+        line = process.stdout.readline()
+        workers = [int(pid) for pid in line.split()]
+        if sibling:
+            others.append(workers.pop())
+        assert len(workers) == 4, line
+        launchers = [pid for pid in children(process.pid) if pid not in others]
+        assert len(launchers) == 2
+        assert all(pid_alive(pid) for pid in workers + launchers)
+        process.kill()
+        process.wait(10)
+        start = time.monotonic()
+        assert wait_until(lambda: not any(pid_alive(pid) for pid in workers + launchers), 5), \
+            [pid for pid in workers + launchers if pid_alive(pid)]
+        assert time.monotonic() - start < 1.5
+    finally:
+        process.kill()
+        process.wait()
+        process.stdout.close()
+        for pid in others:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+STARTUP_STOP_SCRIPT = textwrap.dedent("""
+    import multiprocessing, sys, time
+    import procfuncs as pf
+    from pebble import ProcessPool
+
+    if __name__ == "__main__":
+        context = multiprocessing.get_context("fork")
+        for _ in range(60):
+            pool = ProcessPool(max_workers=2, context=context)
+            pool.schedule(pf.getpid)
+            while len(pool._core.pids) < 2:
+                time.sleep(0.0005)
+            pool.stop()
+            pool.join(10)
+""")
+
+
+def test_stop_while_workers_start_is_silent():
+    """Workers whose channel is closed under them exit without a traceback."""
+    result = run_script(STARTUP_STOP_SCRIPT, timeout=60)
+    assert result.returncode == 0
+    assert result.stderr == ""
