@@ -982,12 +982,15 @@ schedule_work(ProcCore *self)
         for (int n = live_workers(self); n < want && !self->ctl_eof; n++)
             proc_spawn(self);
     }
-    /* Idle workers first, one task each. */
-    for (int i = 0; i < self->nprocs && self->pend_head; i++) {
-        pp_proc *p = &self->procs[i];
-        if (p->state != P_ALIVE || p->task != NULL)
-            continue;
-        proc_dispatch(self, p, self->pend_head);
+    /* Idle workers first, one task each: those ready to run it at once
+     * before those still starting (a fresh interpreter takes a while). */
+    for (int ready = 1; ready >= 0; ready--) {
+        for (int i = 0; i < self->nprocs && self->pend_head; i++) {
+            pp_proc *p = &self->procs[i];
+            if (p->state != P_ALIVE || p->task != NULL || p->ready != ready)
+                continue;
+            proc_dispatch(self, p, self->pend_head);
+        }
     }
     /* A backlog of short tasks is queued a few deep behind running ones, so
      * a worker never waits for the next task after sending a result. Long

@@ -28,18 +28,21 @@ from proctools import (TESTS_DIR, children, pid_alive, pid_gone, run_script, shm
 
 FORK = multiprocessing.get_context("fork")
 
+# The fault matrix holds for every start method.
+METHODS = ["fork", "spawn", "forkserver"]
 
-@pytest.fixture
-def pool():
-    pool = ProcessPool(max_workers=2, context=FORK)
+
+@pytest.fixture(params=METHODS)
+def pool(request):
+    pool = ProcessPool(max_workers=2, context=multiprocessing.get_context(request.param))
     yield pool
     pool.stop()
     pool.join(10)
 
 
-@pytest.fixture
-def pool1():
-    pool = ProcessPool(max_workers=1, context=FORK)
+@pytest.fixture(params=METHODS)
+def pool1(request):
+    pool = ProcessPool(max_workers=1, context=multiprocessing.get_context(request.param))
     yield pool
     pool.stop()
     pool.join(10)
@@ -514,9 +517,9 @@ def test_crash_detected_promptly(pool):
 
 
 def test_timeout_fires_promptly(pool):
-    worker_pid(pool)
     lateness = []
     for _ in range(5):
+        worker_pid(pool)  # a worker is ready: the timeout starts at once
         start = time.monotonic()
         future = pool.schedule(pf.sleep_return, args=(10,), timeout=0.05)
         with pytest.raises(TimeoutError):
