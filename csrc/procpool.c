@@ -53,6 +53,10 @@ typedef struct pp_task {
     uint64_t id;
     PyObject *future;          /* owned; touched only with the GIL */
     PyObject *payload;         /* owned bytes; its buffer is read by the I/O thread */
+    Py_buffer *oob;            /* out-of-band pickle buffers, exported (GIL to release) */
+    int noob;
+    uint64_t *lens;            /* frame length table when noob > 0 */
+    uint64_t frame_len;        /* payload bytes of its TASK frame */
     int64_t timeout_ns;        /* -1: none */
     int64_t deadline;          /* set at dispatch */
     int state;                 /* T_* */
@@ -476,7 +480,8 @@ wq_push(pp_proc *p, uint32_t kind, uint64_t id, pp_task *t)
     memset(&p->wq[i].hdr, 0, sizeof(pb_frame_hdr));
     p->wq[i].hdr.id = id;
     p->wq[i].hdr.kind = kind;
-    p->wq[i].hdr.len = t ? (uint64_t)PyBytes_GET_SIZE(t->payload) : 0;
+    p->wq[i].hdr.len = t ? t->frame_len : 0;
+    p->wq[i].hdr.nbufs = t ? (uint32_t)t->noob : 0;
     p->wq[i].task = t;
     p->wq_len++;
     p->wbusy = 1;
@@ -536,21 +541,41 @@ proc_flush(ProcCore *self, pp_proc *p)
     if (!p->wbusy || p->task_fd < 0)
         return;
     while (p->wq_len > 0) {
-        struct iovec iov[2 * WQ_CAP];
+        struct iovec iov[256];
         int n = 0;
         size_t skip = p->woff;
-        for (int i = 0; i < p->wq_len; i++) {
+        for (int i = 0; i < p->wq_len && n < 256; i++) {
             int k = (p->wq_head + i) % WQ_CAP;
-            char *parts[2] = {(char *)&p->wq[k].hdr,
-                              p->wq[k].task ? PyBytes_AS_STRING(p->wq[k].task->payload) : NULL};
-            size_t lens[2] = {sizeof(pb_frame_hdr), (size_t)p->wq[k].hdr.len};
-            for (int j = 0; j < 2; j++) {
-                if (skip >= lens[j]) {
-                    skip -= lens[j];
+            pp_task *t = p->wq[k].task;
+            /* A frame: header, then for a task its length table (with
+             * out-of-band buffers), its pickle and those buffers. */
+            int nseg = 1 + (t ? 1 + (t->noob ? 1 + t->noob : 0) : 0);
+            for (int j = 0; j < nseg && n < 256; j++) {
+                char *base;
+                size_t len;
+                if (j == 0) {
+                    base = (char *)&p->wq[k].hdr;
+                    len = sizeof(pb_frame_hdr);
+                }
+                else if (t->noob && j == 1) {
+                    base = (char *)t->lens;
+                    len = (size_t)(t->noob + 1) * sizeof(uint64_t);
+                }
+                else if (j == (t->noob ? 2 : 1)) {
+                    base = PyBytes_AS_STRING(t->payload);
+                    len = (size_t)PyBytes_GET_SIZE(t->payload);
+                }
+                else {
+                    Py_buffer *v = &t->oob[j - 3];
+                    base = v->buf;
+                    len = (size_t)v->len;
+                }
+                if (skip >= len) {
+                    skip -= len;
                     continue;
                 }
-                iov[n].iov_base = parts[j] + skip;
-                iov[n].iov_len = lens[j] - skip;
+                iov[n].iov_base = base + skip;
+                iov[n].iov_len = len - skip;
                 skip = 0;
                 n++;
             }
@@ -1117,6 +1142,10 @@ typedef struct {
 static void
 task_free(pp_task *t)
 {
+    for (int i = 0; i < t->noob; i++)
+        PyBuffer_Release(&t->oob[i]);
+    PyMem_RawFree(t->oob);
+    PyMem_RawFree(t->lens);
     Py_XDECREF(t->future);
     Py_XDECREF(t->payload);
     free(t->data);
@@ -1405,16 +1434,52 @@ ProcCore_dealloc(ProcCore *self)
 }
 
 PyDoc_STRVAR(ProcCore_submit_doc,
-"submit($self, future, payload, timeout, /)\n--\n\n"
-"Queue a pickled task for future; timeout is None or seconds. Return the\n"
-"task id. Raise RuntimeError when the pool no longer accepts work.");
+"submit($self, future, payload, timeout, buffers=None, /)\n--\n\n"
+"Queue a pickled task for future; timeout is None or seconds; buffers are\n"
+"the pickle's out-of-band buffers, written to the worker as they are.\n"
+"Return the task id. Raise RuntimeError when the pool no longer accepts work.");
+
+/* Exports the out-of-band buffers of t's pickle and lays out its frame.
+ * 0 or -1 with an exception set (BufferError for non-contiguous ones). */
+static int
+task_take_buffers(pp_task *t, PyObject *buffers)
+{
+    PyObject *seq = PySequence_Fast(buffers, "buffers must be a sequence");
+    if (seq == NULL)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n == 0) {
+        Py_DECREF(seq);
+        return 0;
+    }
+    t->oob = PyMem_RawCalloc((size_t)n, sizeof(Py_buffer));
+    t->lens = PyMem_RawCalloc((size_t)n + 1, sizeof(uint64_t));
+    if (t->oob == NULL || t->lens == NULL) {
+        Py_DECREF(seq);
+        PyErr_NoMemory();
+        return -1;
+    }
+    t->lens[0] = (uint64_t)PyBytes_GET_SIZE(t->payload);
+    t->frame_len = (uint64_t)(n + 1) * sizeof(uint64_t) + t->lens[0];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, i), &t->oob[i], PyBUF_SIMPLE) < 0) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        t->noob++;
+        t->lens[i + 1] = (uint64_t)t->oob[i].len;
+        t->frame_len += t->lens[i + 1];
+    }
+    Py_DECREF(seq);
+    return 0;
+}
 
 static PyObject *
 ProcCore_submit(ProcCore *self, PyObject *const *args, Py_ssize_t nargs)
 {
     int64_t timeout_ns;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "submit() takes exactly 3 arguments");
+    if (nargs != 3 && nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "submit() takes 3 or 4 arguments");
         return NULL;
     }
     if (!PyBytes_CheckExact(args[1])) {
@@ -1430,6 +1495,11 @@ ProcCore_submit(ProcCore *self, PyObject *const *args, Py_ssize_t nargs)
     t->payload = Py_NewRef(args[1]);
     t->timeout_ns = timeout_ns;
     t->state = T_PENDING;
+    t->frame_len = (uint64_t)PyBytes_GET_SIZE(args[1]);
+    if (nargs == 4 && args[3] != Py_None && task_take_buffers(t, args[3]) < 0) {
+        task_free(t);
+        return NULL;
+    }
 
     pthread_mutex_lock(&self->mutex);
     if (self->state != S_RUNNING) {

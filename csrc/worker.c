@@ -187,6 +187,13 @@ wr_clear(wreader *r)
     PyMem_Free(r->stage);
 }
 
+/* The writable storage of a frame payload (bytes or bytearray). */
+static inline char *
+wr_data(PyObject *payload)
+{
+    return PyBytes_Check(payload) ? PyBytes_AS_STRING(payload) : PyByteArray_AS_STRING(payload);
+}
+
 /* Appends the frame being read. 0 or -1 with an exception set. */
 static int
 wr_push(wreader *r)
@@ -230,7 +237,11 @@ wr_parse(wreader *r)
                 PyErr_SetString(PyExc_ValueError, "frame too large");
                 return -1;
             }
-            r->payload = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)r->h.len);
+            /* A frame with out-of-band buffers lands in a bytearray, so the
+             * objects rebuilt over them are writable, as the originals were. */
+            r->payload = r->h.nbufs
+                ? PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)r->h.len)
+                : PyBytes_FromStringAndSize(NULL, (Py_ssize_t)r->h.len);
             if (r->payload == NULL)
                 return -1;
             r->have_hdr = 1;
@@ -239,7 +250,7 @@ wr_parse(wreader *r)
         size_t take = (size_t)r->h.len - r->got;
         if (take > avail)
             take = avail;
-        memcpy(PyBytes_AS_STRING(r->payload) + r->got, r->stage + r->soff, take);
+        memcpy(wr_data(r->payload) + r->got, r->stage + r->soff, take);
         r->got += take;
         r->soff += take;
         if (r->got < r->h.len)
@@ -269,7 +280,7 @@ wr_fill(wreader *r, int block)
         int direct = r->have_hdr && r->soff == r->slen && r->h.len - r->got >= WSTAGE;
         if (direct) {
             /* A large payload goes straight into its bytes object. */
-            dst = PyBytes_AS_STRING(r->payload) + r->got;
+            dst = wr_data(r->payload) + r->got;
             room = (size_t)r->h.len - r->got;
         }
         else {
@@ -351,7 +362,8 @@ PyDoc_STRVAR(pebble_worker_run_doc,
 "Serve the worker's channel until a STOP frame or EOF (return None) or a\n"
 "failed initializer (return False). setup(kind, payload) handles PREPARE\n"
 "and INIT frames and returns None or the pickled error of the initializer;\n"
-"execute(payload) returns (kind, data, buffers) for a task.");
+"execute(payload[, nbufs]) returns (kind, data, buffers) for a task; nbufs\n"
+"is the number of out-of-band pickle buffers laid out in payload.");
 
 static PyObject *
 pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -437,7 +449,9 @@ pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             PyErr_Format(PyExc_ValueError, "unexpected frame kind %u", kind);
             goto done;
         }
-        PyObject *res = PyObject_CallOneArg(execute, f.payload);
+        PyObject *res = f.h.nbufs
+            ? PyObject_CallFunction(execute, "OI", f.payload, (unsigned int)f.h.nbufs)
+            : PyObject_CallOneArg(execute, f.payload);
         Py_DECREF(f.payload);
         if (res == NULL)
             goto done;

@@ -264,13 +264,19 @@ class ProcessPool(BasePool):
         args, kwargs = check_call(function, args, kwargs)
         timeout = check_timeout(timeout)
         future = ProcessFuture()
+        buffers: list = []
         try:
-            payload = _dumps((function, args, kwargs))
+            # Large buffers (bytearray, PickleBuffer, arrays) travel out of
+            # band: written to the worker's pipe from where they are.
+            payload = pickle.dumps((function, args, kwargs), 5, buffer_callback=buffers.append)
         except BaseException as error:
             future.set_exception(error)
             return future
         try:
-            task_id = self._core.submit(future, payload, timeout)
+            try:
+                task_id = self._core.submit(future, payload, timeout, buffers or None)
+            except BufferError:  # a non-contiguous buffer: send it in band
+                task_id = self._core.submit(future, _dumps((function, args, kwargs)), timeout)
         except RuntimeError:
             self._sync_state()
             raise
