@@ -30,6 +30,13 @@ def _dumps(obj: Any) -> bytes:
     return pickle.dumps(obj, 5)
 
 
+def _failed_future(error: BaseException) -> ProcessFuture:
+    """A future holding the error raised while preparing its task."""
+    future = ProcessFuture()
+    future.set_exception(error)
+    return future
+
+
 def get_start_method(context: Any) -> str:
     """Return the start method named by a multiprocessing context or module."""
     if context is None or context is multiprocessing:
@@ -263,15 +270,17 @@ class ProcessPool(BasePool):
         self._check_pool_state()
         args, kwargs = check_call(function, args, kwargs)
         timeout = check_timeout(timeout)
-        future = ProcessFuture()
         buffers: list = []
         try:
             # Large buffers (bytearray, PickleBuffer, arrays) travel out of
             # band: written to the worker's pipe from where they are.
             payload = pickle.dumps((function, args, kwargs), 5, buffer_callback=buffers.append)
         except BaseException as error:
-            future.set_exception(error)
-            return future
+            # No local refers to the future: a cycle through the traceback
+            # would leave memoryviews exported by the arguments to the
+            # garbage collector, which cannot clear them safely.
+            return _failed_future(error)
+        future = ProcessFuture()
         try:
             try:
                 task_id = self._core.submit(future, payload, timeout, buffers or None)
