@@ -21,6 +21,7 @@ SOURCES = [
     "csrc/procpool.c",
     "csrc/platform_linux.c",
     "csrc/platform_posix.c",
+    "csrc/reaper.c",
 ]
 
 extra_compile_args = ["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter",

@@ -210,8 +210,13 @@ PEBBLE_HIDDEN void pb_loop_wake(pb_loop *loop);
  * where unsupported; EOF on the channel covers those). */
 PEBBLE_HIDDEN void pb_set_parent_death_signal(pid_t expected_parent);
 
-/* The launcher's child tracking: a descriptor that becomes readable when
- * a child may have exited. */
+/* A pidfd for pid (closed on exec), or -1 where there are none. */
+PEBBLE_HIDDEN int pb_pidfd_open(pid_t pid);
+/* Signals the process behind a pidfd. 0 or -1 with errno set. */
+PEBBLE_HIDDEN int pb_pidfd_signal(int pidfd, int sig);
+
+/* reaper.c: the launcher's child tracking, with a descriptor that becomes
+ * readable when a child may have exited. */
 typedef struct pb_reaper pb_reaper;
 PEBBLE_HIDDEN pb_reaper *pb_reaper_new(void);
 PEBBLE_HIDDEN void pb_reaper_free(pb_reaper *r);

@@ -162,181 +162,19 @@ pb_set_parent_death_signal(pid_t expected_parent)
         _exit(70);
 }
 
-/* The launcher watches each child through a pidfd in a private epoll set,
- * whose own descriptor it polls. Where pidfd_open is refused (kernels
- * before 5.3, seccomp filters, valgrind) SIGCHLD writes to a self-pipe in
- * the same set instead; waitpid() per child settles both cases. */
-typedef struct {
-    pid_t pid;
-    int pidfd;        /* -1 when pidfd_open was refused */
-} pb_child;
-
-struct pb_reaper {
-    int epfd;
-    int sigpipe[2];   /* SIGCHLD self-pipe */
-    pb_child *children;
-    int count, cap;
-};
-
-static int reaper_signal_fd = -1;
-
-static void
-reaper_on_sigchld(int signo)
+int
+pb_pidfd_open(pid_t pid)
 {
-    int saved = errno;
-    char c = 0;
-    if (reaper_signal_fd >= 0) {
-        ssize_t r = write(reaper_signal_fd, &c, 1);
-        (void)r;
-    }
-    errno = saved;
-}
-
-pb_reaper *
-pb_reaper_new(void)
-{
-    pb_reaper *r = calloc(1, sizeof(*r));
-    struct epoll_event ev;
-    if (r == NULL)
-        return NULL;
-    r->sigpipe[0] = r->sigpipe[1] = -1;
-    r->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (r->epfd < 0 || pipe2(r->sigpipe, O_CLOEXEC | O_NONBLOCK) < 0)
-        goto error;
-    memset(&ev, 0, sizeof(ev));
-    ev.events = EPOLLIN;
-    ev.data.fd = r->sigpipe[0];
-    if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->sigpipe[0], &ev) < 0)
-        goto error;
-    reaper_signal_fd = r->sigpipe[1];
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = reaper_on_sigchld;
-    sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGCHLD, &sa, NULL);
-    return r;
-error:
-    if (r->epfd >= 0)
-        close(r->epfd);
-    if (r->sigpipe[0] >= 0) {
-        close(r->sigpipe[0]);
-        close(r->sigpipe[1]);
-    }
-    free(r);
-    return NULL;
-}
-
-void
-pb_reaper_free(pb_reaper *r)
-{
-    if (r == NULL)
-        return;
-    signal(SIGCHLD, SIG_DFL);
-    reaper_signal_fd = -1;
-    for (int i = 0; i < r->count; i++)
-        if (r->children[i].pidfd >= 0)
-            close(r->children[i].pidfd);
-    close(r->epfd);
-    close(r->sigpipe[0]);
-    close(r->sigpipe[1]);
-    free(r->children);
-    free(r);
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd >= 0)
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+    return fd;
 }
 
 int
-pb_reaper_fd(pb_reaper *r)
+pb_pidfd_signal(int pidfd, int sig)
 {
-    return r->epfd;
-}
-
-int
-pb_reaper_add(pb_reaper *r, pid_t pid)
-{
-    if (r->count == r->cap) {
-        int cap = r->cap ? r->cap * 2 : 16;
-        pb_child *c = realloc(r->children, (size_t)cap * sizeof(*c));
-        if (c == NULL)
-            return -1;
-        r->children = c;
-        r->cap = cap;
-    }
-    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (pidfd >= 0) {
-        struct epoll_event ev;
-        fcntl(pidfd, F_SETFD, FD_CLOEXEC);
-        memset(&ev, 0, sizeof(ev));
-        ev.events = EPOLLIN;
-        ev.data.fd = pidfd;
-        if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, pidfd, &ev) < 0) {
-            close(pidfd);
-            pidfd = -1;
-        }
-    }
-    r->children[r->count].pid = pid;
-    r->children[r->count].pidfd = pidfd;
-    r->count++;
-    /* The child may have exited before it was registered. */
-    reaper_on_sigchld(SIGCHLD);
-    return 0;
-}
-
-pid_t
-pb_reaper_next(pb_reaper *r, int *status)
-{
-    char buf[64];
-    while (read(r->sigpipe[0], buf, sizeof(buf)) > 0)
-        ;
-    for (int i = 0; i < r->count; i++) {
-        pid_t pid = waitpid(r->children[i].pid, status, WNOHANG);
-        if (pid == 0)
-            continue;
-        if (pid < 0 && errno == EINTR) {
-            i--;
-            continue;
-        }
-        if (pid < 0)
-            *status = 0;  /* reaped elsewhere: the status is lost */
-        pid = r->children[i].pid;
-        if (r->children[i].pidfd >= 0) {
-            epoll_ctl(r->epfd, EPOLL_CTL_DEL, r->children[i].pidfd, NULL);
-            close(r->children[i].pidfd);
-        }
-        r->children[i] = r->children[--r->count];
-        /* More may be ready: keep the descriptor readable. */
-        reaper_on_sigchld(SIGCHLD);
-        return pid;
-    }
-    return 0;
-}
-
-int
-pb_reaper_kill(pb_reaper *r, pid_t pid, int sig)
-{
-    for (int i = 0; i < r->count; i++) {
-        if (r->children[i].pid != pid)
-            continue;
-        if (r->children[i].pidfd >= 0)
-            return (int)syscall(SYS_pidfd_send_signal, r->children[i].pidfd, sig, NULL, 0);
-        /* Not reaped yet (only this process reaps it): the pid is still its. */
-        return kill(pid, sig);
-    }
-    errno = ESRCH;
-    return -1;
-}
-
-void
-pb_reaper_kill_all(pb_reaper *r)
-{
-    if (r == NULL)
-        return;
-    for (int i = 0; i < r->count; i++) {
-        pid_t pid = r->children[i].pid;
-        kill(pid, SIGKILL);
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-            ;
-    }
-    r->count = 0;
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
 }
 
 #endif /* __linux__ && !PEBBLE_FORCE_POSIX */

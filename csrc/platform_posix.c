@@ -146,133 +146,18 @@ pb_set_parent_death_signal(pid_t expected_parent)
         _exit(70);
 }
 
-/* Children are tracked by pid; SIGCHLD writes to a self-pipe. */
-struct pb_reaper {
-    int pipe[2];
-    pid_t *pids;
-    int count, cap;
-};
-
-static int reaper_signal_fd = -1;
-
-static void
-reaper_on_sigchld(int signo)
-{
-    int saved = errno;
-    char c = 0;
-    if (reaper_signal_fd >= 0) {
-        ssize_t r = write(reaper_signal_fd, &c, 1);
-        (void)r;
-    }
-    errno = saved;
-}
-
-pb_reaper *
-pb_reaper_new(void)
-{
-    pb_reaper *r = calloc(1, sizeof(*r));
-    if (r == NULL)
-        return NULL;
-    if (pb_pipe(r->pipe) < 0) {
-        free(r);
-        return NULL;
-    }
-    pb_set_nonblock(r->pipe[0]);
-    pb_set_nonblock(r->pipe[1]);
-    reaper_signal_fd = r->pipe[1];
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = reaper_on_sigchld;
-    sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGCHLD, &sa, NULL);
-    return r;
-}
-
-void
-pb_reaper_free(pb_reaper *r)
-{
-    if (r == NULL)
-        return;
-    signal(SIGCHLD, SIG_DFL);
-    reaper_signal_fd = -1;
-    close(r->pipe[0]);
-    close(r->pipe[1]);
-    free(r->pids);
-    free(r);
-}
-
 int
-pb_reaper_fd(pb_reaper *r)
+pb_pidfd_open(pid_t pid)
 {
-    return r->pipe[0];
-}
-
-int
-pb_reaper_add(pb_reaper *r, pid_t pid)
-{
-    if (r->count == r->cap) {
-        int cap = r->cap ? r->cap * 2 : 16;
-        pid_t *p = realloc(r->pids, (size_t)cap * sizeof(*p));
-        if (p == NULL)
-            return -1;
-        r->pids = p;
-        r->cap = cap;
-    }
-    r->pids[r->count++] = pid;
-    /* The child may have exited before it was registered. */
-    reaper_on_sigchld(SIGCHLD);
-    return 0;
-}
-
-pid_t
-pb_reaper_next(pb_reaper *r, int *status)
-{
-    char buf[64];
-    while (read(r->pipe[0], buf, sizeof(buf)) > 0)
-        ;
-    for (int i = 0; i < r->count; i++) {
-        pid_t pid = waitpid(r->pids[i], status, WNOHANG);
-        if (pid == 0)
-            continue;
-        if (pid < 0 && errno == EINTR) {
-            i--;
-            continue;
-        }
-        if (pid < 0)
-            *status = 0;
-        pid = r->pids[i];
-        r->pids[i] = r->pids[--r->count];
-        /* More may be ready: keep the descriptor readable. */
-        reaper_on_sigchld(SIGCHLD);
-        return pid;
-    }
-    return 0;
-}
-
-int
-pb_reaper_kill(pb_reaper *r, pid_t pid, int sig)
-{
-    for (int i = 0; i < r->count; i++) {
-        if (r->pids[i] == pid)
-            return kill(pid, sig);
-    }
-    errno = ESRCH;
+    errno = ENOSYS;
     return -1;
 }
 
-void
-pb_reaper_kill_all(pb_reaper *r)
+int
+pb_pidfd_signal(int pidfd, int sig)
 {
-    if (r == NULL)
-        return;
-    for (int i = 0; i < r->count; i++) {
-        pid_t pid = r->pids[i];
-        kill(pid, SIGKILL);
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-            ;
-    }
-    r->count = 0;
+    errno = ENOSYS;
+    return -1;
 }
 
 #endif /* !__linux__ || PEBBLE_FORCE_POSIX */
