@@ -287,18 +287,23 @@ def thread_rtt(impl, quick):
     return elapsed / n * 1e6, "µs", {"n": n}
 
 
-def thread_decorator(impl, quick):
-    n = 500 if quick else 2000
-    thread_ident = decorated("thread_ident")
-    for i in range(20):
-        check(thread_ident(i).result() == i, "warm-up")
+def sequential_calls(call, n, warmup, label):
+    """Seconds per call of ``call(i).result()``, after *warmup* calls."""
+    for i in range(warmup):
+        check(call(i).result() == i, "warm-up")
     total = 0
     start = time.perf_counter()
     for i in range(n):
-        total += thread_ident(i).result()
+        total += call(i).result()
     elapsed = time.perf_counter() - start
-    check(total == n * (n - 1) // 2, "thread_decorator results")
-    return elapsed / n * 1e6, "µs", {"n": n}
+    check(total == n * (n - 1) // 2, label + " results")
+    return elapsed / n
+
+
+def thread_decorator(impl, quick):
+    n = 500 if quick else 2000
+    per_call = sequential_calls(decorated("thread_ident"), n, 20, "thread_decorator")
+    return per_call * 1e6, "µs", {"n": n}
 
 
 def thread_map(impl, quick):
@@ -568,16 +573,8 @@ def proc_map_memory(impl, quick):
 
 def proc_decorator(impl, quick):
     n = 30 if quick else 200
-    process_ident = decorated("process_ident")
-    for i in range(3):
-        check(process_ident(i).result() == i, "warm-up")
-    total = 0
-    start = time.perf_counter()
-    for i in range(n):
-        total += process_ident(i).result()
-    elapsed = time.perf_counter() - start
-    check(total == n * (n - 1) // 2, "proc_decorator results")
-    return elapsed / n * 1e3, "ms/call", {"n": n}
+    per_call = sequential_calls(decorated("process_ident"), n, 3, "proc_decorator")
+    return per_call * 1e3, "ms/call", {"n": n}
 
 
 def proc_async_decorator(impl, quick):
