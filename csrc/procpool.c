@@ -25,6 +25,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -57,6 +58,7 @@ typedef struct pp_task {
     int noob;
     uint64_t *lens;            /* frame length table when noob > 0 */
     uint64_t frame_len;        /* payload bytes of its TASK frame */
+    uint64_t frame_end;        /* stream offset, on its worker's task pipe, of its frame's end */
     int64_t timeout_ns;        /* -1: none */
     int64_t deadline;          /* set at dispatch */
     int state;                 /* T_* */
@@ -104,6 +106,8 @@ typedef struct pp_proc {
     } wq[WQ_CAP];
     int wq_head, wq_len;
     size_t woff;               /* bytes of wq[wq_head] already written */
+    uint64_t wqueued;          /* bytes ever queued on the task pipe */
+    uint64_t wwritten;         /* bytes ever written to it */
     int wbusy;                 /* frames are waiting to be written */
     int wwatch;                /* task_fd is watched for writability */
     int wfail;                 /* the last write failed: channel broken */
@@ -485,6 +489,9 @@ wq_push(pp_proc *p, uint32_t kind, uint64_t id, pp_task *t)
     p->wq[i].task = t;
     p->wq_len++;
     p->wbusy = 1;
+    p->wqueued += sizeof(pb_frame_hdr) + p->wq[i].hdr.len;
+    if (t != NULL)
+        t->frame_end = p->wqueued;
     return 0;
 }
 
@@ -592,6 +599,7 @@ proc_flush(ProcCore *self, pp_proc *p)
             p->wfail = 1;
             return;
         }
+        p->wwritten += (uint64_t)w;
         size_t adv = p->woff + (size_t)w;
         while (p->wq_len > 0) {
             int k = p->wq_head;
@@ -790,6 +798,21 @@ proc_by_fd(ProcCore *self, int fd)
     return NULL;
 }
 
+/* True when not one byte of t's frame left p's task pipe: the worker
+ * never saw the task. Only a dead worker's pipe can be asked. */
+static int
+proc_never_read(pp_proc *p, pp_task *t)
+{
+    int unread = 0;
+    if (!t->delivered)
+        return 1;  /* a frame cut short cannot be run */
+    if (p->task_fd < 0 || ioctl(p->task_fd, FIONREAD, &unread) < 0)
+        return 0;
+    uint64_t consumed = p->wwritten - (uint64_t)unread;
+    uint64_t frame_start = t->frame_end - sizeof(pb_frame_hdr) - t->frame_len;
+    return consumed <= frame_start;
+}
+
 /* A worker exited with the given wait status. */
 static void
 proc_exited(ProcCore *self, pid_t pid, int status)
@@ -815,6 +838,11 @@ proc_exited(ProcCore *self, pid_t pid, int status)
         }
         if (self->has_initializer || ++self->startup_failures >= 3)
             pool_break(self, "startup", code);
+    }
+    if (p->task && proc_never_read(p, p->task)) {
+        /* It died (killed while idle, say) before reading its task. */
+        pend_push_front(self, p->task);
+        p->task = NULL;
     }
     if (p->task) {
         pp_task *t = p->task;

@@ -628,3 +628,14 @@ def test_stop_while_workers_start_is_silent():
     result = run_script(STARTUP_STOP_SCRIPT, timeout=60)
     assert result.returncode == 0
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_task_sent_to_a_worker_killed_while_idle_is_not_lost(method):
+    """A task written to an idle worker that was just killed, before its death
+    is reported, never started: it runs on the replacement, not ProcessExpired."""
+    with ProcessPool(max_workers=1, context=multiprocessing.get_context(method)) as pool:
+        for i in range(100):
+            pool.schedule(pf.identity, args=(0,)).result(timeout=30)
+            os.kill(pool._core.pids[0], signal.SIGKILL)
+            assert pool.schedule(pf.identity, args=(i,)).result(timeout=30) == i
