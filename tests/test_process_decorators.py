@@ -679,7 +679,7 @@ def test_asynchronous_completion_wakes_the_loop_promptly(cheap_method):
             delays.append(time.monotonic() - started)
         return sorted(delays)[len(delays) // 2]
 
-    assert asyncio.run(main()) < 0.02
+    assert asyncio.run(main()) < 0.05  # a polling tick would be 0.1 s
 
 
 # -- the documentation examples --------------------------------------------------

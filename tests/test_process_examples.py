@@ -14,6 +14,11 @@ import pytest
 
 from proctools import TESTS_DIR
 
+# Sanitizers reserve terabytes of address space for their shadow memory:
+# a process limited to a few KiB of address space cannot run under them.
+UNDER_SANITIZER = pytest.mark.skipif("san.so" in os.environ.get("LD_PRELOAD", ""),
+                                     reason="RLIMIT_AS cannot hold a sanitizer's shadow memory")
+
 
 def run_example(tmp_path, code, timeout=60):
     script = tmp_path / "example.py"
@@ -183,6 +188,7 @@ RESOURCE_EXAMPLE = """
 """
 
 
+@UNDER_SANITIZER
 def test_resource_limit_example(tmp_path):
     stdout, elapsed = run_example(tmp_path, RESOURCE_EXAMPLE % textwrap.dedent("""
     pool = ProcessPool(initializer=initializer, initargs=(MAX_MEM,))
@@ -195,6 +201,7 @@ def test_resource_limit_example(tmp_path):
     assert stdout == "MemoryError\n"
     assert elapsed < 10
 
+@UNDER_SANITIZER
 
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
 def test_resource_limit_example_fresh_interpreter(tmp_path, method):
@@ -213,6 +220,7 @@ def test_resource_limit_example_fresh_interpreter(tmp_path, method):
     assert elapsed < 10
 
 
+@UNDER_SANITIZER
 def test_resource_limit_holds_for_replacement_workers(tmp_path):
     """The limit set by the initializer binds every worker of a fork pool."""
     stdout, _ = run_example(tmp_path, RESOURCE_EXAMPLE % textwrap.dedent("""

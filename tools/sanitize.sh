@@ -20,7 +20,8 @@ cd "$root"
 # CPython itself is not built with ASan: pymalloc is bypassed so every
 # allocation goes through the sanitizer, and leaks at exit are not ours.
 export PYTHONMALLOC=malloc
-export ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:halt_on_error=1:exitcode=99:print_summary=1"
+# handle_segv=0: the tests crash workers on purpose and expect SIGSEGV.
+export ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:halt_on_error=1:exitcode=99:print_summary=1:handle_segv=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export LD_PRELOAD="$libasan"
 exec "$venv/bin/pytest" -p no:cacheprovider "$@"
