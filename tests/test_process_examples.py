@@ -201,8 +201,8 @@ def test_resource_limit_example(tmp_path):
     assert stdout == "MemoryError\n"
     assert elapsed < 10
 
-@UNDER_SANITIZER
 
+@UNDER_SANITIZER
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
 def test_resource_limit_example_fresh_interpreter(tmp_path, method):
     stdout, elapsed = run_example(tmp_path, RESOURCE_EXAMPLE % textwrap.dedent("""
