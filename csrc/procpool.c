@@ -25,6 +25,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -137,8 +138,12 @@ typedef struct {
     int io_started;
     pthread_t io_thread;
     pb_loop *loop;
-    int ctl_fd;                    /* launcher control socket */
+    int ctl_fd;                    /* launcher control socket (non-blocking) */
     int ctl_eof;
+    /* Control messages the socket could not take yet, oldest first. */
+    pb_ctl_msg *ctlq;
+    int ctlq_head, ctlq_len, ctlq_cap;
+    int ctl_wwatch;                /* ctl_fd is watched for writability */
     /* Pending queue (doubly linked, FIFO). */
     pp_task *pend_head, *pend_tail;
     Py_ssize_t npending;
@@ -339,12 +344,59 @@ proc_close_channels(ProcCore *self, pp_proc *p)
     p->woff = 0;
 }
 
+/* Sends the queued control messages the socket takes now; the rest wait
+ * for it to become writable (a launcher busy forking drains it later). */
+static void
+ctl_flush(ProcCore *self)
+{
+    while (self->ctlq_len > 0) {
+        if (pb_ctl_send(self->ctl_fd, &self->ctlq[self->ctlq_head], NULL, 0) < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                if (!self->ctl_wwatch
+                    && pb_loop_watch(self->loop, self->ctl_fd, PB_EV_READ | PB_EV_WRITE) == 0)
+                    self->ctl_wwatch = 1;
+                return;
+            }
+            self->ctlq_len = 0;  /* the launcher is gone: EOF follows */
+            break;
+        }
+        self->ctlq_head = (self->ctlq_head + 1) % self->ctlq_cap;
+        self->ctlq_len--;
+    }
+    if (self->ctl_wwatch) {
+        pb_loop_watch(self->loop, self->ctl_fd, PB_EV_READ);
+        self->ctl_wwatch = 0;
+    }
+}
+
+/* Queues a control message for the launcher and sends what it can. */
+static void
+ctl_post(ProcCore *self, pb_ctl_msg m)
+{
+    if (self->ctl_eof || self->ctl_fd < 0)
+        return;
+    if (self->ctlq_len == self->ctlq_cap) {
+        int cap = self->ctlq_cap ? self->ctlq_cap * 2 : 64;
+        pb_ctl_msg *q = malloc((size_t)cap * sizeof(*q));
+        if (q == NULL)
+            return;  /* a lost KILL is escalated, a lost SPAWN retried */
+        for (int i = 0; i < self->ctlq_len; i++)
+            q[i] = self->ctlq[(self->ctlq_head + i) % self->ctlq_cap];
+        free(self->ctlq);
+        self->ctlq = q;
+        self->ctlq_cap = cap;
+        self->ctlq_head = 0;
+    }
+    self->ctlq[(self->ctlq_head + self->ctlq_len) % self->ctlq_cap] = m;
+    self->ctlq_len++;
+    ctl_flush(self);
+}
+
 static void
 ctl_kill(ProcCore *self, pid_t pid, int sig)
 {
     pb_ctl_msg m = {PB_CTL_KILL, 0, pid, sig, 0};
-    if (!self->ctl_eof && self->ctl_fd >= 0)
-        pb_ctl_send(self->ctl_fd, &m, NULL, 0);
+    ctl_post(self, m);
 }
 
 /* Tells an idle worker to exit by itself. Descriptors inherited by other
@@ -439,11 +491,8 @@ proc_spawn(ProcCore *self)
     p->kill_at = -1;
     p->ewma_ns = -1;
     pb_ctl_msg m = {PB_CTL_SPAWN, 0, 0, 0, p->gen};
-    if (pb_ctl_send(self->ctl_fd, &m, NULL, 0) < 0) {
-        self->ctl_eof = 1;
-        return;
-    }
     self->nprocs++;
+    ctl_post(self, m);
 }
 
 /* Puts the pool in the error state: every task fails, workers are killed. */
@@ -1144,12 +1193,23 @@ io_main(void *arg)
             if (p->wfail)
                 proc_write_failed(self, p);
         }
-        if (ctl_ready)
+        if (ctl_ready) {
+            ctl_flush(self);
             ctl_read(self);
+        }
     }
     if (!self->ctl_eof) {
         pb_ctl_msg m = {PB_CTL_EXIT, 0, 0, 0, 0};
-        pb_ctl_send(self->ctl_fd, &m, NULL, 0);
+        ctl_post(self, m);
+        /* Leaving: wait for the socket to take the rest. */
+        while (self->ctlq_len > 0) {
+            struct pollfd pfd = {self->ctl_fd, POLLOUT, 0};
+            if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+                break;
+            if (pfd.revents & (POLLERR | POLLHUP | POLLNVAL))
+                break;
+            ctl_flush(self);
+        }
     }
     self->finished = 1;
     pthread_cond_broadcast(&self->done_cond);
@@ -1451,6 +1511,7 @@ ProcCore_dealloc(ProcCore *self)
     }
     free(self->procs);
     free(self->table);
+    free(self->ctlq);
     free(self->error_data);
     if (ours)
         pb_fd_close(self->ctl_fd);

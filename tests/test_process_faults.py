@@ -639,3 +639,13 @@ def test_task_sent_to_a_worker_killed_while_idle_is_not_lost(method):
             pool.schedule(pf.identity, args=(0,)).result(timeout=30)
             os.kill(pool._core.pids[0], signal.SIGKILL)
             assert pool.schedule(pf.identity, args=(i,)).result(timeout=30) == i
+
+
+def test_burst_of_control_messages_is_not_lost():
+    """Hundreds of spawn and kill requests at once overflow the launcher's
+    socket buffer: they wait for it, none is dropped."""
+    with ProcessPool(max_workers=300, context=FORK) as pool:
+        futures = [pool.schedule(pf.identity, args=(i,)) for i in range(600)]
+        assert [f.result(timeout=120) for f in futures] == list(range(600))
+        pool.stop()
+    pool.join(60)
