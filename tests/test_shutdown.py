@@ -1,7 +1,6 @@
 """Interpreter shutdown with pools still busy: prompt exit, no traceback,
 no process left behind. Each scenario runs in its own interpreter."""
 
-import os
 import subprocess
 import sys
 import textwrap

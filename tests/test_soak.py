@@ -11,7 +11,7 @@ import random
 import signal
 import threading
 import time
-from concurrent.futures import CancelledError, TimeoutError, wait
+from concurrent.futures import TimeoutError, wait
 
 import pytest
 

@@ -7,15 +7,15 @@ import multiprocessing
 import os
 import pickle
 import socket
-import sys
 import threading
+import time
 import weakref
 from concurrent.futures import TimeoutError
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 from pebble import _pebble, _worker
 from pebble._pebble import ProcCore
-from pebble.common import (CLOSED, CREATED, ERROR, RUNNING_STATE, STOPPED,
+from pebble.common import (CLOSED, CREATED, ERROR, RUNNING_STATE,
                            MapResults, ProcessExpired, ProcessFuture,
                            ProcessMapFuture, check_call, check_initializer,
                            check_max_tasks, check_max_workers, check_timeout)
@@ -328,7 +328,6 @@ class ProcessPool(BasePool):
             return True
         if manager is threading.current_thread():
             raise RuntimeError("join() called from a callback of the pool")
-        import time
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         manager.join(remaining)
         if manager.is_alive():
