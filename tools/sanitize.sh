@@ -28,4 +28,14 @@ export PYTHONMALLOC=malloc
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:halt_on_error=1:exitcode=99:print_summary=1:handle_segv=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export LD_PRELOAD="$libasan"
-exec "$venv/bin/pytest" -p no:cacheprovider "$@"
+if [ "$#" -gt 0 ]; then
+    exec "$venv/bin/pytest" -p no:cacheprovider "$@"
+fi
+# The whole suite, one interpreter per file: fewer threads alive at each
+# fork (see above), and a failure names its file.
+status=0
+for file in tests/test_*.py; do
+    echo "== $file"
+    "$venv/bin/pytest" -p no:cacheprovider -q "$file" || status=1
+done
+exit "$status"
