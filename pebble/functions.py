@@ -291,6 +291,22 @@ def _unsubscribe(target: threading.Thread, event: threading.Event) -> None:
             watcher.subscribers.pop(event, None)
 
 
+def _wait_until_ready(event: threading.Event, ready: Callable[[], List[Any]],
+                      deadline: Optional[float]) -> List[Any]:
+    """Return ready() once it is non-empty or the deadline passes.
+
+    The hooks set *event* whenever something may have become ready; it is
+    cleared before each check, so a change after the check cannot be missed.
+    """
+    while True:
+        event.clear()
+        found = ready()
+        remaining = _remaining(deadline)
+        if found or (remaining is not None and remaining <= 0):
+            return found
+        event.wait(remaining)
+
+
 def waitforthreads(threads: Iterable[threading.Thread],
                    timeout: Optional[float] = None) -> List[threading.Thread]:
     """Wait until at least one of *threads* is no longer alive.
@@ -323,15 +339,7 @@ def waitforthreads(threads: Iterable[threading.Thread],
         for target in _unique(threads):
             _subscribe(target, event, deadline)
             targets.append(target)
-        while True:
-            # Clear before checking: a thread ending after the check sets
-            # the event again, so the wait below cannot miss it.
-            event.clear()
-            done = ready()
-            remaining = _remaining(deadline)
-            if done or (remaining is not None and remaining <= 0):
-                return done
-            event.wait(remaining)
+        return _wait_until_ready(event, ready, deadline)
     finally:
         for target in targets:
             _unsubscribe(target, event)
@@ -431,15 +439,7 @@ def waitforqueues(queues: Iterable[Q],
         for q in _unique(queues):
             _hook(q, event)
             hooked.append(q)
-        while True:
-            # Clear before checking: a put() after the check sets the
-            # event again, so the wait below cannot miss it.
-            event.clear()
-            found = ready()
-            remaining = _remaining(deadline)
-            if found or (remaining is not None and remaining <= 0):
-                return found
-            event.wait(remaining)
+        return _wait_until_ready(event, ready, deadline)
     finally:
         for q in hooked:
             _unhook(q, event)
