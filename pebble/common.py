@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import math
-import time
 import traceback
-from concurrent.futures import Future, TimeoutError
+from concurrent.futures import Future
 from concurrent.futures._base import (CANCELLED, CANCELLED_AND_NOTIFIED,
                                       FINISHED, PENDING, RUNNING)
-from itertools import islice
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 __all__ = ["ProcessExpired", "ProcessFuture", "MapFuture", "ProcessMapFuture",
@@ -137,21 +135,57 @@ class ProcessFuture(Future):
             return False
 
 
-class MapFuture(Future):
+class _FutureList:
+    """Stands for the map of a map future built from a list of chunk futures."""
+
+    def __init__(self, futures: Iterable[Future]):
+        self.futures = list(futures)
+        self.total = len(self.futures)
+
+    @property
+    def completed(self) -> int:
+        return sum(1 for future in self.futures if future.done())
+
+    def cancel(self) -> bool:
+        return any([future.cancel() for future in self.futures])
+
+
+class _MapState:
+    """What both map futures expose about their map."""
+
+    _run: Any
+
+    def _set_run(self, run: Any) -> None:
+        self._run = _FutureList(run) if isinstance(run, (list, tuple)) else run
+
+    @property
+    def futures(self) -> List[Future]:
+        """The futures of the chunks the input was split into.
+
+        With ``buffersize``, only those scheduled and not yet consumed.
+        """
+        return self._run.futures
+
+    @property
+    def completed(self) -> int:
+        """How many elements are done: computed, failed, timed out or cancelled."""
+        return self._run.completed
+
+    @property
+    def total(self) -> Optional[int]:
+        """How many elements the map has, or None while the input is not exhausted."""
+        return self._run.total
+
+
+class MapFuture(_MapState, Future):
     """The future returned by ``ThreadPool.map``.
 
     Its result is an iterator over the results of the mapped function.
     """
 
-    def __init__(self, futures: List[Future], timeout: Optional[float] = None):
+    def __init__(self, run: Any):
         super().__init__()
-        self._futures = futures
-        self._map_timeout = timeout
-
-    @property
-    def futures(self) -> List[Future]:
-        """The futures of the chunks the input was split into."""
-        return self._futures
+        self._set_run(run)
 
     def cancel(self) -> bool:
         """Cancel the elements still waiting to be computed.
@@ -161,11 +195,11 @@ class MapFuture(Future):
         """
         with self._condition:
             if self._state != PENDING:
-                return any([future.cancel() for future in self._futures])
+                return self._run.cancel()
             # Seen as done meanwhile, so the chunks' callbacks leave it alone.
             self._state = CANCELLED
             try:
-                cancelled = any([future.cancel() for future in self._futures])
+                cancelled = self._run.cancel()
             finally:
                 self._state = PENDING
         if cancelled:
@@ -173,21 +207,16 @@ class MapFuture(Future):
         return cancelled
 
 
-class ProcessMapFuture(ProcessFuture):
+class ProcessMapFuture(_MapState, ProcessFuture):
     """The future returned by ``ProcessPool.map``.
 
     Its result is an iterator over the results of the mapped function;
     ``cancel()`` also stops the chunks being computed.
     """
 
-    def __init__(self, futures: List[Future]):
+    def __init__(self, run: Any):
         super().__init__()
-        self._futures = futures
-
-    @property
-    def futures(self) -> List[Future]:
-        """The futures of the chunks the input was split into."""
-        return self._futures
+        self._set_run(run)
 
     def cancel(self) -> bool:
         """Cancel the elements not yet completed.
@@ -195,46 +224,7 @@ class ProcessMapFuture(ProcessFuture):
         Returns True if any element was cancelled, False otherwise.
         """
         super().cancel()
-        cancelled = [future.cancel() for future in self._futures]
-        return any(cancelled)
-
-
-class MapResults(Iterator[Any]):
-    """Iterates over the results of a map, raising each element's error in place."""
-
-    def __init__(self, futures: List[Future], deadline: Optional[float] = None,
-                 timeout: Optional[float] = None):
-        self._futures = iter(futures)
-        self._deadline = deadline
-        self._timeout = timeout
-        self._chunk: Iterator[Any] = iter(())
-
-    def __iter__(self) -> "MapResults":
-        return self
-
-    def __next__(self) -> Any:
-        while True:
-            for value in self._chunk:
-                if isinstance(value, MapError):
-                    raise value.error
-                return value
-            future = next(self._futures)
-            self._chunk = iter(self._chunk_values(future))
-
-    next = __next__
-
-    def _chunk_values(self, future: Future) -> Iterable[Any]:
-        timeout = None
-        if self._deadline is not None:
-            timeout = max(0.0, self._deadline - time.monotonic())
-        try:
-            return future.result(timeout=timeout)
-        except TimeoutError:
-            if future.done():
-                return (MapError(future.exception()),)
-            return (MapError(TimeoutError("Map timeout", self._timeout)),)
-        except BaseException as error:
-            return (MapError(error),)
+        return self._run.cancel()
 
 
 class MapError:
@@ -335,16 +325,6 @@ def check_call(function: Any, args: Any, kwargs: Any) -> Tuple[tuple, dict]:
         except (TypeError, ValueError):
             raise TypeError("kwargs must be a mapping, not %s" % type(kwargs).__name__) from None
     return args, kwargs
-
-
-def iter_chunks(chunksize: int, iterables: Tuple[Iterable[Any], ...]) -> Iterator[tuple]:
-    """Split the zipped *iterables* into tuples of at most *chunksize* argument tuples."""
-    zipped = zip(*iterables)
-    while True:
-        chunk = tuple(islice(zipped, chunksize))
-        if not chunk:
-            return
-        yield chunk
 
 
 __all__ += ["PENDING", "RUNNING", "FINISHED", "CANCELLED", "CANCELLED_AND_NOTIFIED"]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future, InvalidStateError
-from typing import Any, Callable, Iterable, List, Optional
+from functools import partial
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 from pebble.common import (CLOSED, CREATED, ERROR, RUNNING_STATE, STOPPED,
-                           MapResults, check_chunksize, check_timeout,
-                           iter_chunks, run_chunk)
+                           check_chunksize, check_timeout)
+from pebble.pool.mapping import MapRun, check_buffersize, input_length, make_progress
 
 _STATE_NAMES = {CREATED: "CREATED", RUNNING_STATE: "RUNNING", CLOSED: "CLOSED",
                 STOPPED: "STOPPED", ERROR: "ERROR"}
@@ -90,34 +91,37 @@ class BasePool:
 
     # -- map ----------------------------------------------------------------
 
-    def _map(self, map_future: Future, futures: List[Future],
-             results: MapResults) -> Future:
-        """Wire *map_future* to resolve with *results* once any chunk is done."""
-        if not futures:
-            map_future.set_result(results)
-            return map_future
+    def _map(self, future_type: Callable[[MapRun], Future],
+             submit_chunk: Callable[[Callable[..., Any], tuple], Future],
+             function: Callable[..., Any], iterables: Sequence[Iterable[Any]],
+             chunksize: Any, buffersize: Any, ordered: Any, progress: Any,
+             deadline: Optional[float] = None, timeout: Optional[float] = None) -> Future:
+        """Start a map; its future resolves with the results iterator once a chunk is done."""
+        if not callable(function):
+            raise TypeError("function must be callable, not %s" % type(function).__name__)
+        if not iterables:
+            raise TypeError("map() requires at least one iterable")
+        check_chunksize(chunksize)
+        buffersize = check_buffersize(buffersize)
+        if not isinstance(ordered, bool):
+            raise TypeError("ordered must be a bool, not %s" % type(ordered).__name__)
+        reporter = make_progress(progress, input_length(iterables))
+        try:
+            run: MapRun = MapRun(partial(submit_chunk, function), iterables, chunksize,
+                                 buffersize, ordered, deadline, timeout, reporter)
+        except BaseException:
+            if reporter is not None:
+                reporter.close()
+            raise
+        map_future = future_type(run)
+        results = run.results()
 
-        def done_map(_: Future) -> None:
+        def resolve() -> None:
             if not map_future.done():
                 try:
                     map_future.set_result(results)
-                except InvalidStateError:
+                except InvalidStateError:  # cancelled meanwhile
                     pass
 
-        for future in futures:
-            future.add_done_callback(done_map)
+        run.notify_first(resolve)
         return map_future
-
-
-def schedule_chunks(schedule: Callable[..., Future], function: Callable[..., Any],
-                    iterables: Iterable[Iterable[Any]], chunksize: Any,
-                    chunk_runner: Callable[..., Any] = run_chunk,
-                    **extra: Any) -> List[Future]:
-    """Split *iterables* in chunks and schedule one call per chunk."""
-    if not callable(function):
-        raise TypeError("function must be callable, not %s" % type(function).__name__)
-    if not iterables:
-        raise TypeError("map() requires at least one iterable")
-    chunksize = check_chunksize(chunksize)
-    return [schedule(chunk_runner, args=(function, chunk), **extra)
-            for chunk in iter_chunks(chunksize, tuple(iterables))]

@@ -11,15 +11,16 @@ import threading
 import time
 import weakref
 from concurrent.futures import TimeoutError
+from functools import partial
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 from pebble import _pebble, _worker
 from pebble._pebble import ProcCore
 from pebble.common import (CLOSED, CREATED, ERROR, RUNNING_STATE,
-                           MapResults, ProcessExpired, ProcessFuture,
+                           ProcessExpired, ProcessFuture,
                            ProcessMapFuture, check_call, check_initializer,
                            check_max_tasks, check_max_workers, check_timeout)
-from pebble.pool.base import BasePool, schedule_chunks
+from pebble.pool.base import BasePool
 
 __all__ = ["ProcessPool"]
 
@@ -299,20 +300,30 @@ class ProcessPool(BasePool):
         return self.schedule(function, args=args, kwargs=kwargs, timeout=timeout)
 
     def map(self, function: Callable[..., Any], *iterables: Iterable[Any],
-            chunksize: int = 1, timeout: Optional[float] = None) -> ProcessMapFuture:
+            chunksize: int = 1, timeout: Optional[float] = None,
+            buffersize: Optional[int] = None, ordered: bool = True,
+            progress: Any = None) -> ProcessMapFuture:
         """Compute *function* over the zipped *iterables* in the workers.
 
-        Return a ProcessMapFuture whose result iterates over the results in
-        order, raising each element's error at its place. *timeout* applies
-        to each chunk: a chunk running longer is stopped and raises
-        TimeoutError when reached.
+        Return a ProcessMapFuture whose result iterates over the results,
+        raising each element's error at its place. *timeout* applies to each
+        chunk: a chunk running longer is stopped and raises TimeoutError
+        when reached.
+
+        *buffersize* keeps at most that many chunks scheduled or waiting to
+        be consumed and pulls the input only as results are consumed (by
+        default the whole input is scheduled at once). With *ordered* False
+        results come in completion order. *progress* is True for a progress
+        bar on stderr, or a callable receiving ``(done, total)``.
         """
         self._check_pool_state()
         timeout = check_timeout(timeout)
-        futures = schedule_chunks(self.schedule, function, iterables, chunksize,
-                                  _worker.process_chunk, timeout=timeout)
-        map_future = ProcessMapFuture(futures)
-        return self._map(map_future, futures, MapResults(futures))
+        return self._map(ProcessMapFuture, partial(self._submit_chunk, timeout), function,
+                         iterables, chunksize, buffersize, ordered, progress)
+
+    def _submit_chunk(self, timeout: Optional[float], function: Callable[..., Any],
+                      chunk: tuple) -> ProcessFuture:
+        return self.schedule(_worker.process_chunk, args=(function, chunk), timeout=timeout)
 
     # -- lifecycle hooks -----------------------------------------------------
 

@@ -9,10 +9,10 @@ from concurrent.futures import Future
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Set
 
 from pebble._pebble import ThreadCore
-from pebble.common import (CLOSED, CREATED, ERROR, RUNNING_STATE, MapFuture, MapResults,
+from pebble.common import (CLOSED, CREATED, ERROR, RUNNING_STATE, MapFuture, run_chunk,
                            check_call, check_initializer, check_max_tasks,
                            check_max_workers, check_timeout)
-from pebble.pool.base import BasePool, schedule_chunks
+from pebble.pool.base import BasePool
 
 __all__ = ["ThreadPool"]
 
@@ -106,19 +106,29 @@ class ThreadPool(BasePool):
         return self.schedule(function, args=args, kwargs=kwargs)
 
     def map(self, function: Callable[..., Any], *iterables: Iterable[Any],
-            chunksize: int = 1, timeout: Optional[float] = None) -> MapFuture:
+            chunksize: int = 1, timeout: Optional[float] = None,
+            buffersize: Optional[int] = None, ordered: bool = True,
+            progress: Any = None) -> MapFuture:
         """Compute *function* over the zipped *iterables* concurrently.
 
-        Return a MapFuture whose result iterates over the results in order,
-        raising each element's error at its place. With *timeout*, an element
-        not ready *timeout* seconds after the call raises TimeoutError.
+        Return a MapFuture whose result iterates over the results, raising
+        each element's error at its place. With *timeout*, an element not
+        ready *timeout* seconds after the call raises TimeoutError.
+
+        *buffersize* keeps at most that many chunks scheduled or waiting to
+        be consumed and pulls the input only as results are consumed (by
+        default the whole input is scheduled at once). With *ordered* False
+        results come in completion order. *progress* is True for a progress
+        bar on stderr, or a callable receiving ``(done, total)``.
         """
         self._check_pool_state()
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        futures = schedule_chunks(self.schedule, function, iterables, chunksize)
-        map_future = MapFuture(futures, timeout)
-        return self._map(map_future, futures, MapResults(futures, deadline, timeout))
+        return self._map(MapFuture, self._submit_chunk, function, iterables, chunksize,
+                         buffersize, ordered, progress, deadline, timeout)
+
+    def _submit_chunk(self, function: Callable[..., Any], chunk: tuple) -> Future:
+        return self.schedule(run_chunk, args=(function, chunk))
 
     # -- lifecycle hooks -----------------------------------------------------
 

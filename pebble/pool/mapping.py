@@ -1,0 +1,454 @@
+"""The engine behind both pools' ``map``.
+
+A :class:`MapRun` splits the input in chunks, schedules them (all at once,
+or at most *buffersize* ahead of the consumer), counts completed elements
+and hands the chunks to its :class:`MapIterator` in input order or in
+completion order.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, TimeoutError
+from functools import partial
+from itertools import islice
+from typing import (Any, Callable, Deque, Dict, Generic, Iterable, Iterator, List,
+                    Optional, Sequence, Tuple, TypeVar)
+
+from pebble.common import MapError, check_chunksize
+
+T = TypeVar("T")
+
+#: Receives ``(done, total)``: elements completed so far, and the number of
+#: elements when known (None otherwise).
+ProgressCallback = Callable[[int, Optional[int]], Any]
+
+
+def check_buffersize(buffersize: Any) -> Optional[int]:
+    """Validate a map buffersize (None means unbounded)."""
+    if buffersize is None:
+        return None
+    if isinstance(buffersize, bool) or not isinstance(buffersize, int):
+        raise TypeError("buffersize must be an int or None, not %s"
+                        % type(buffersize).__name__)
+    if buffersize < 1:
+        raise ValueError("buffersize must be >= 1")
+    return buffersize
+
+
+def input_length(iterables: Sequence[Iterable[Any]]) -> Optional[int]:
+    """The number of argument tuples zipped from *iterables*, if all have a length."""
+    try:
+        return min(len(iterable) for iterable in iterables)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+class MapRun(Generic[T]):
+    """One map: its input, its scheduled chunks and its progress.
+
+    *submit* schedules one chunk (a tuple of argument tuples) and returns
+    its future. With *buffersize* None the whole input is chunked and
+    scheduled by the constructor; otherwise at most *buffersize* chunks are
+    scheduled or waiting to be consumed besides the one being iterated, and
+    the input is pulled as results are consumed.
+    """
+
+    def __init__(self, submit: Callable[[tuple], Future], iterables: Sequence[Iterable[Any]],
+                 chunksize: Any, buffersize: Optional[int] = None, ordered: bool = True,
+                 deadline: Optional[float] = None, timeout: Optional[float] = None,
+                 progress: Optional["Progress"] = None):
+        if not iterables:
+            raise TypeError("map() requires at least one iterable")
+        chunksize = check_chunksize(chunksize)
+        self._submit = submit
+        self._chunksize = chunksize
+        self._buffersize = buffersize
+        self._ordered = ordered
+        self._deadline = deadline
+        self._timeout = timeout
+        self._progress = progress
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._pull_lock = threading.Lock()
+        # Ordered: every scheduled, unconsumed chunk in input order.
+        # Unordered: the scheduled chunks still running, and the finished
+        # ones in completion order.
+        self._queue: Deque[Tuple[Future, int]] = deque()
+        self._running: Dict[Future, int] = {}
+        # Without buffersize, every chunk future, as upstream's map exposes them.
+        self._all: Optional[List[Future]] = [] if buffersize is None else None
+        self._pending = 0  # scheduled chunks not done yet
+        self._completed = 0  # elements of the chunks done
+        self._chunks_done = 0
+        self._scheduled = 0  # elements scheduled
+        self._total = input_length(iterables)
+        self._cancelled = False
+        self._finished = False
+        self._on_first: Optional[Callable[[], None]] = None
+        zipped = zip(*iterables)
+        self._source: Optional[Iterator[tuple]] = iter(
+            lambda: tuple(islice(zipped, chunksize)), ())
+        if buffersize is None:
+            self._fill_eagerly()
+        else:
+            self._fill(buffersize)
+
+    # -- scheduling -----------------------------------------------------------
+
+    def _fill_eagerly(self) -> None:
+        """Chunk and schedule the whole input; its errors propagate to the caller."""
+        source, self._source = self._source, None
+        assert source is not None
+        try:
+            for chunk in source:
+                self._add(self._submit(chunk), len(chunk))
+        except BaseException:
+            self.cancel()
+            raise
+        self._input_done()
+
+    def _fill(self, count: int) -> None:
+        """Pull and schedule up to *count* chunks; failures take the next position."""
+        with self._pull_lock:
+            if self._source is None:
+                return
+            while count > 0 and self._source is not None and not self._cancelled:
+                count -= 1
+                try:
+                    chunk = next(self._source)
+                except StopIteration:
+                    self._source = None
+                    break
+                except Exception as error:  # the input iterable raised
+                    self._source = None
+                    self._add(_failed(error), 0)
+                    break
+                try:
+                    future = self._submit(chunk)
+                except Exception as error:  # the pool was closed or stopped meanwhile
+                    self._source = None
+                    future = _failed(error)
+                self._add(future, len(chunk))
+                if self._cancelled:  # cancel() may have missed it
+                    future.cancel()
+            if self._source is not None and not self._cancelled:
+                return
+            self._source = None
+        self._input_done()
+
+    def _add(self, future: Future, size: int) -> None:
+        with self._lock:
+            self._scheduled += size
+            self._pending += 1
+            if self._all is not None:
+                self._all.append(future)
+            if self._ordered:
+                self._queue.append((future, size))
+            else:
+                self._running[future] = size
+                self._ready.notify_all()
+        future.add_done_callback(partial(self._chunk_done, size))
+
+    def _chunk_done(self, size: int, future: Future) -> None:
+        with self._lock:
+            self._completed += size
+            self._pending -= 1
+            self._chunks_done += 1
+            if not self._ordered and self._running.pop(future, None) is not None:
+                self._queue.append((future, size))
+                self._ready.notify()
+            finished = self._source is None and self._pending == 0
+            done, total = self._completed, self._total
+            on_first, self._on_first = self._on_first, None
+        if on_first is not None:
+            on_first()
+        if self._progress is not None:
+            self._progress.update(done, total, finished)
+
+    def _input_done(self) -> None:
+        """The input is exhausted (or failed): the total is now known."""
+        with self._lock:
+            self._total = self._scheduled
+            finished = self._pending == 0
+            self._ready.notify_all()
+            done, total = self._completed, self._total
+            on_first = self._on_first if finished else None
+            if finished:
+                self._on_first = None
+        if on_first is not None:
+            on_first()
+        if finished and self._progress is not None:
+            self._progress.update(done, total, True)
+
+    def notify_first(self, callback: Callable[[], None]) -> None:
+        """Call *callback* once: when a chunk is done, or at once if nothing is pending."""
+        with self._lock:
+            if not (self._chunks_done or (self._source is None and self._pending == 0)):
+                self._on_first = callback
+                return
+        callback()
+
+    # -- state ------------------------------------------------------------------
+
+    @property
+    def completed(self) -> int:
+        """Elements whose chunk is done (computed, failed, timed out or cancelled)."""
+        return self._completed
+
+    @property
+    def total(self) -> Optional[int]:
+        """The number of elements, None while unknown."""
+        return self._total
+
+    @property
+    def futures(self) -> List[Future]:
+        """The futures of the chunks: all of them, or with a buffersize those
+        scheduled and not yet consumed."""
+        with self._lock:
+            if self._all is not None:
+                return list(self._all)
+            return [future for future, _ in self._queue] + list(self._running)
+
+    def cancel(self) -> bool:
+        """Stop pulling the input and cancel the chunks scheduled and not done.
+
+        Return True if any chunk was cancelled or input was left unread.
+        """
+        with self._lock:
+            self._cancelled = True
+        cancelled = [future.cancel() for future in self.futures]
+        unread = False
+        if self._pull_lock.acquire(blocking=False):  # otherwise the puller stops
+            try:
+                unread = self._source is not None
+                self._source = None
+            finally:
+                self._pull_lock.release()
+            if unread:
+                self._input_done()
+        return unread or any(cancelled)
+
+    def results(self) -> "MapIterator[T]":
+        """The iterator over the results."""
+        return MapIterator(self)
+
+    # -- consumption --------------------------------------------------------------
+
+    def next_chunk(self) -> Optional[Tuple[Future, int]]:
+        """The next chunk to consume, or None when there is none left.
+
+        In completion order, waits for a chunk to finish; a wait reaching the
+        map's deadline returns a chunk still running. Consuming a chunk makes
+        room for the next one of a bounded map.
+        """
+        while True:
+            with self._lock:
+                if self._ordered:
+                    entry = self._queue.popleft() if self._queue else None
+                else:
+                    entry = self._next_finished()
+            if entry is None:
+                if self._source is None or self._cancelled:
+                    return None
+                # Another consumer took the last chunk and has not refilled yet.
+                self._fill(1)
+                continue
+            if self._buffersize is not None and self._source is not None:
+                if self._deadline is not None and time.monotonic() >= self._deadline:
+                    self._stop_pulling()
+                else:
+                    self._fill(1)
+            return entry
+
+    def _next_finished(self) -> Optional[Tuple[Future, int]]:
+        """Under the lock: the next finished chunk, waiting while some are running."""
+        while not self._queue:
+            if not self._running:
+                return None
+            if self._deadline is None:
+                self._ready.wait()
+            else:
+                remaining = self._deadline - time.monotonic()
+                if remaining <= 0:
+                    return self._running.popitem()
+                self._ready.wait(remaining)
+        return self._queue.popleft()
+
+    def _stop_pulling(self) -> None:
+        with self._pull_lock:
+            if self._source is None:
+                return
+            self._source = None
+        self._input_done()
+
+    def chunk_values(self, future: Future) -> Iterable[Any]:
+        """The values of a chunk; an error stands for the whole chunk."""
+        timeout = None
+        if self._deadline is not None:
+            timeout = max(0.0, self._deadline - time.monotonic())
+        try:
+            return future.result(timeout=timeout)
+        except TimeoutError:
+            if future.done():
+                return (MapError(future.exception()),)  # type: ignore[arg-type]
+            return (MapError(TimeoutError("Map timeout", self._timeout)),)
+        except BaseException as error:
+            return (MapError(error),)
+
+
+class MapIterator(Iterator[T]):
+    """Iterates over the results of a map, raising each element's error in place."""
+
+    def __init__(self, run: MapRun[T]):
+        self._run = run
+        self._values: Iterator[Any] = iter(())
+
+    def __iter__(self) -> "MapIterator[T]":
+        return self
+
+    def __next__(self) -> T:
+        while True:
+            for value in self._values:
+                if isinstance(value, MapError):
+                    raise value.error
+                return value
+            entry = self._run.next_chunk()
+            if entry is None:
+                raise StopIteration
+            self._values = iter(self._run.chunk_values(entry[0]))
+
+    next = __next__
+
+
+def _failed(error: BaseException) -> Future:
+    future: Future = Future()
+    future.set_exception(error)
+    return future
+
+
+# -- progress -----------------------------------------------------------------
+
+
+class Progress:
+    """Serializes progress reports of one map to a callback or a bar."""
+
+    def __init__(self, callback: ProgressCallback, close: Optional[Callable[[], Any]] = None):
+        self._callback = callback
+        self._close = close
+        self._lock = threading.Lock()
+        self._last: Tuple[int, Optional[int]] = (-1, None)
+        self._closed = False
+
+    def close(self) -> None:
+        """Close a bar without reporting more."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                if self._close is not None:
+                    self._close()
+
+    def update(self, done: int, total: Optional[int], finished: bool) -> None:
+        """Report *done* of *total*; *finished* closes a bar."""
+        with self._lock:
+            if self._closed:
+                return
+            if (done, total) != self._last:
+                self._last = (done, total)
+                self._callback(done, total)
+            if finished and self._close is not None:
+                self._closed = True
+                self._close()
+
+
+def make_progress(progress: Any, total: Optional[int]) -> Optional[Progress]:
+    """Build the reporter asked for by a map's *progress* argument."""
+    if progress is None or progress is False:
+        return None
+    if progress is True:
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            bar = TextBar(total)
+            return Progress(bar.update, bar.close)
+        return _tqdm_progress(tqdm(total=total, unit="item", dynamic_ncols=True))
+    if callable(progress):
+        return Progress(progress)
+    raise TypeError("progress must be True, False, None or a callable taking "
+                    "(done, total), not %s" % type(progress).__name__)
+
+
+def _tqdm_progress(bar: Any) -> Progress:
+    def update(done: int, total: Optional[int]) -> None:
+        if total is not None and bar.total != total:
+            bar.total = total
+            bar.refresh()
+        bar.update(done - bar.n)
+
+    return Progress(update, bar.close)
+
+
+class TextBar:
+    """A small progress bar on stderr.
+
+    On a terminal it redraws one line at most every *interval* seconds; on
+    anything else it writes a plain line at most every *log_interval*
+    seconds, and a last one when the map is done.
+    """
+
+    WIDTH = 30
+
+    def __init__(self, total: Optional[int] = None, stream: Any = None,
+                 interval: float = 0.1, log_interval: float = 10.0):
+        self._stream = stream if stream is not None else sys.stderr
+        try:
+            self._tty = bool(self._stream.isatty())
+        except (AttributeError, ValueError):
+            self._tty = False
+        self._interval = interval if self._tty else log_interval
+        self._start = time.monotonic()
+        self._shown = self._start
+        self._done = 0
+        self._total = total
+        if self._tty:
+            self._write("\r" + self.render(0, total))
+
+    def render(self, done: int, total: Optional[int]) -> str:
+        """The bar's text for *done* of *total* elements."""
+        elapsed = max(time.monotonic() - self._start, 1e-9)
+        rate = "%.1f/s" % (done / elapsed)
+        clock = "%d:%02d" % divmod(int(elapsed), 60)
+        if total:
+            fraction = min(done / total, 1.0)
+            filled = int(fraction * self.WIDTH)
+            bar = "#" * filled + "-" * (self.WIDTH - filled)
+            return "%3d%% [%s] %d/%d %s %s" % (fraction * 100, bar, done, total, clock, rate)
+        return "%d done %s %s" % (done, clock, rate)
+
+    def update(self, done: int, total: Optional[int]) -> None:
+        """Record progress; redraw when the interval has passed."""
+        self._done, self._total = done, total
+        now = time.monotonic()
+        if now - self._shown >= self._interval:
+            self._shown = now
+            self._show()
+
+    def close(self) -> None:
+        """Show the final state and end the line."""
+        self._show()
+        if self._tty:
+            self._write("\n")
+
+    def _show(self) -> None:
+        text = self.render(self._done, self._total)
+        self._write("\r" + text if self._tty else text + "\n")
+
+    def _write(self, text: str) -> None:
+        try:
+            self._stream.write(text)
+            self._stream.flush()
+        except (OSError, ValueError):  # a closed or broken stream: stay quiet
+            pass
