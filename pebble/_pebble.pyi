@@ -1,6 +1,6 @@
 """Type stubs for the native engine of pebble."""
 
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 PLATFORM: str
 FRAME_TASK: int
@@ -17,6 +17,7 @@ OUT_STOPPED: int
 OUT_BROKEN: int
 
 def monotonic_ns() -> int: ...
+def take(iterator: Iterator[Any], n: int, /) -> Tuple[Tuple[Any, ...], Optional[Exception]]: ...
 def worker_run(task_fd: int, result_fd: int,
                setup: Callable[[int, bytes], Optional[bytes]],
                execute: Callable[[bytes], Tuple[int, bytes, Optional[list]]], /) -> Optional[bool]: ...

@@ -111,7 +111,7 @@ class BasePool:
                                  buffersize, ordered, deadline, timeout, reporter)
         except BaseException:
             if reporter is not None:
-                reporter.close()
+                reporter.discard()
             raise
         map_future = future_type(run)
         results = run.results()

@@ -14,10 +14,10 @@ import time
 from collections import deque
 from concurrent.futures import Future, TimeoutError
 from functools import partial
-from itertools import islice
 from typing import (Any, Callable, Deque, Dict, Generic, Iterable, Iterator, List,
                     Optional, Sequence, Tuple, TypeVar)
 
+from pebble._pebble import take
 from pebble.common import MapError, check_chunksize
 
 T = TypeVar("T")
@@ -89,9 +89,7 @@ class MapRun(Generic[T]):
         self._cancelled = False
         self._finished = False
         self._on_first: Optional[Callable[[], None]] = None
-        zipped = zip(*iterables)
-        self._source: Optional[Iterator[tuple]] = iter(
-            lambda: tuple(islice(zipped, chunksize)), ())
+        self._source: Optional[Iterator[tuple]] = _chunks(zip(*iterables), chunksize)
         if buffersize is None:
             self._fill_eagerly()
         else:
@@ -324,6 +322,18 @@ class MapIterator(Iterator[T]):
     next = __next__
 
 
+def _chunks(zipped: Iterator[tuple], size: int) -> Iterator[tuple]:
+    """Tuples of *size* argument tuples; an input error comes after the partial chunk."""
+    while True:
+        chunk, error = take(zipped, size)
+        if chunk:
+            yield chunk
+        if error is not None:
+            raise error
+        if len(chunk) < size:
+            return
+
+
 def _failed(error: BaseException) -> Future:
     future: Future = Future()
     future.set_exception(error)
@@ -336,20 +346,22 @@ def _failed(error: BaseException) -> Future:
 class Progress:
     """Serializes progress reports of one map to a callback or a bar."""
 
-    def __init__(self, callback: ProgressCallback, close: Optional[Callable[[], Any]] = None):
+    def __init__(self, callback: ProgressCallback, close: Optional[Callable[[], Any]] = None,
+                 discard: Optional[Callable[[], Any]] = None):
         self._callback = callback
         self._close = close
+        self._discard = discard
         self._lock = threading.Lock()
         self._last: Tuple[int, Optional[int]] = (-1, None)
         self._closed = False
 
-    def close(self) -> None:
-        """Close a bar without reporting more."""
+    def discard(self) -> None:
+        """Remove a bar whose map failed to start."""
         with self._lock:
             if not self._closed:
                 self._closed = True
-                if self._close is not None:
-                    self._close()
+                if self._discard is not None:
+                    self._discard()
 
     def update(self, done: int, total: Optional[int], finished: bool) -> None:
         """Report *done* of *total*; *finished* closes a bar."""
@@ -373,7 +385,7 @@ def make_progress(progress: Any, total: Optional[int]) -> Optional[Progress]:
             from tqdm import tqdm
         except ImportError:
             bar = TextBar(total)
-            return Progress(bar.update, bar.close)
+            return Progress(bar.update, bar.close, bar.discard)
         return _tqdm_progress(tqdm(total=total, unit="item", dynamic_ncols=True))
     if callable(progress):
         return Progress(progress)
@@ -388,7 +400,11 @@ def _tqdm_progress(bar: Any) -> Progress:
             bar.refresh()
         bar.update(done - bar.n)
 
-    return Progress(update, bar.close)
+    def discard() -> None:
+        bar.leave = False
+        bar.close()
+
+    return Progress(update, bar.close, discard)
 
 
 class TextBar:
@@ -441,6 +457,11 @@ class TextBar:
         self._show()
         if self._tty:
             self._write("\n")
+
+    def discard(self) -> None:
+        """Erase the bar from a terminal; write nothing elsewhere."""
+        if self._tty:
+            self._write("\r" + " " * len(self.render(self._done, self._total)) + "\r")
 
     def _show(self) -> None:
         text = self.render(self._done, self._total)
