@@ -75,7 +75,8 @@ IMPLS = workloads.ALL_IMPLS
 BASELINES = ("upstream", "futures", "multiprocessing")
 GROUPS = (("thread", "Thread side"),
           ("process", "Process side"),
-          ("decorators", "Process decorators"))
+          ("decorators", "Process decorators"),
+          ("map", "Map beyond upstream: buffersize, ordered=False"))
 
 
 def log(message):

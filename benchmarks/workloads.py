@@ -568,6 +568,160 @@ def proc_map_memory(impl, quick):
 
 
 # ---------------------------------------------------------------------------
+# Map beyond upstream: buffersize, ordered=False
+# ---------------------------------------------------------------------------
+
+MAP_BIG = 10_000_000
+
+
+def _rss_mib():
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _map_big(impl, quick, buffersize):
+    """Peak RSS growth of the parent over its idle pool, mapping range(n)."""
+    n = 1_000_000 if quick else MAP_BIG
+    if buffersize is not None and impl != "ours":
+        raise NotApplicable("no bounded map")
+    pool = process_pool(impl, 2)
+    try:
+        warm_up(impl, pool, 2)
+        idle = _rss_mib()
+        start = time.perf_counter()
+        if impl == "multiprocessing":
+            it = pool.imap(ident, range(n), chunksize=100)
+        elif impl == "futures":
+            it = pool.map(ident, range(n), chunksize=100)
+        else:
+            options = {} if buffersize is None else {"buffersize": buffersize}
+            it = iter(pool.map(ident, range(n), chunksize=100, **options).result())
+        expected = 0
+        for value in it:
+            if value != expected:
+                check(False, "item %d is %r" % (expected, value))
+            expected += 1
+        elapsed = time.perf_counter() - start
+        peak = _rss_mib()
+    finally:
+        close_pool(impl, pool)
+    check(expected == n, "yielded %d items" % expected)
+    detail = {"n": n, "idle_MiB": idle, "peak_MiB": peak, "seconds": elapsed,
+              "items_per_s": n / elapsed}
+    if impl == "multiprocessing":
+        detail["note"] = "Pool.imap"
+    return peak - idle, "MiB", detail
+
+
+def map_rss_eager(impl, quick):
+    return _map_big(impl, quick, None)
+
+
+def map_rss_buffered(impl, quick):
+    return _map_big(impl, quick, 16)
+
+
+def map_first_result(impl, quick):
+    """Seconds from the map call to the first result, over range(10M), chunksize 100."""
+    n = 1_000_000 if quick else MAP_BIG
+    pool = process_pool(impl, 2)
+    try:
+        warm_up(impl, pool, 2)
+        start = time.perf_counter()
+        if impl == "multiprocessing":
+            first = next(pool.imap(ident, range(n), chunksize=100))
+        elif impl == "futures":
+            first = next(pool.map(ident, range(n), chunksize=100))
+        elif impl == "ours":
+            future = pool.map(ident, range(n), chunksize=100, buffersize=16)
+            first = next(future.result())
+        else:
+            future = pool.map(ident, range(n), chunksize=100)
+            first = next(future.result())
+        elapsed = time.perf_counter() - start
+        check(first == 0, "first result is %r" % (first,))
+    finally:
+        if impl in PEBBLE_IMPLS:
+            pool.stop()
+            pool.join()
+        elif impl == "futures":
+            pool.shutdown(wait=True, cancel_futures=True)
+        else:
+            pool.terminate()
+            pool.join()
+    detail = {"n": n}
+    if impl == "ours":
+        detail["note"] = "buffersize=16"
+    elif impl == "multiprocessing":
+        detail["note"] = "Pool.imap"
+    return elapsed * 1e3, "ms", detail
+
+
+VARIED_SLOW, VARIED_FAST = 0.1, 0.001
+
+
+def varied_cost(i):
+    """Every tenth element costs 100 times the others."""
+    time.sleep(VARIED_SLOW if i % 10 == 0 else VARIED_FAST)
+    return i
+
+
+def _varied(impl, quick, ordered, buffersize=None):
+    """Mean latency from the map call to each result, costs varying 100x."""
+    n = 100 if quick else 400
+    pool = process_pool(impl, 2)
+    try:
+        warm_up(impl, pool, 2)
+        start = time.perf_counter()
+        if impl in PEBBLE_IMPLS:
+            options = {}
+            if not ordered or buffersize is not None:
+                if impl != "ours":
+                    raise NotApplicable("map is ordered and unbounded")
+                options = {"ordered": ordered, "buffersize": buffersize}
+            it = iter(pool.map(varied_cost, range(n), **options).result())
+        elif impl == "futures":
+            if ordered:
+                it = pool.map(varied_cost, range(n))
+            else:
+                it = (f.result() for f in concurrent.futures.as_completed(
+                    [pool.submit(varied_cost, i) for i in range(n)]))
+        else:
+            it = (pool.imap if ordered else pool.imap_unordered)(varied_cost, range(n))
+        latencies, seen = [], []
+        for value in it:
+            latencies.append(time.perf_counter() - start)
+            seen.append(value)
+        elapsed = time.perf_counter() - start
+    finally:
+        close_pool(impl, pool)
+    check(sorted(seen) == list(range(n)), "results")
+    check(not ordered or seen == list(range(n)), "order")
+    detail = {"n": n, "seconds": elapsed, "items_per_s": n / elapsed}
+    notes = {"futures": "as_completed" if not ordered else "Executor.map",
+             "multiprocessing": "imap_unordered" if not ordered else "imap"}
+    if impl in notes:
+        detail["note"] = notes[impl]
+    return statistics.mean(latencies) * 1e3, "ms", detail
+
+
+def map_varied_ordered(impl, quick):
+    return _varied(impl, quick, True)
+
+
+def map_varied_unordered(impl, quick):
+    return _varied(impl, quick, False)
+
+
+def map_varied_buffered_ordered(impl, quick):
+    return _varied(impl, quick, True, 8)
+
+
+def map_varied_buffered_unordered(impl, quick):
+    return _varied(impl, quick, False, 8)
+
+
+# ---------------------------------------------------------------------------
 # Decorators
 # ---------------------------------------------------------------------------
 
@@ -621,6 +775,7 @@ def proc_decorator_timeout(impl, quick):
 HIGHER, LOWER = "higher", "lower"
 PEBBLE_ONLY = PEBBLE_IMPLS
 WITH_FUTURES = PEBBLE_IMPLS + ("futures",)
+OURS_ONLY = ("ours",)
 
 
 class Workload:
@@ -671,6 +826,27 @@ WORKLOADS = {w.function.__name__: w for w in [
     Workload(proc_map_memory, "process", LOWER, ALL_IMPLS,
              "ProcessPool(2).map over {n} items, chunksize 100: parent peak RSS",
              max_repeat=3),
+    Workload(map_rss_eager, "map", LOWER, ALL_IMPLS,
+             "ProcessPool(2).map over range({n}), chunksize 100: parent peak RSS "
+             "over the idle pool", max_repeat=3),
+    Workload(map_rss_buffered, "map", LOWER, OURS_ONLY,
+             "ProcessPool(2).map over range({n}), chunksize 100, buffersize=16: "
+             "parent peak RSS over the idle pool", max_repeat=3),
+    Workload(map_first_result, "map", LOWER, ALL_IMPLS,
+             "ProcessPool(2).map over range({n}), chunksize 100: time to the first "
+             "result", max_repeat=3),
+    Workload(map_varied_ordered, "map", LOWER, ALL_IMPLS,
+             "ProcessPool(2).map, {n} items costing 1 or 100 ms, ordered: "
+             "mean latency of a result"),
+    Workload(map_varied_unordered, "map", LOWER, ALL_IMPLS,
+             "ProcessPool(2).map, {n} items costing 1 or 100 ms, ordered=False: "
+             "mean latency of a result"),
+    Workload(map_varied_buffered_ordered, "map", LOWER, OURS_ONLY,
+             "ProcessPool(2).map, {n} items costing 1 or 100 ms, buffersize=8, "
+             "ordered: mean latency of a result"),
+    Workload(map_varied_buffered_unordered, "map", LOWER, OURS_ONLY,
+             "ProcessPool(2).map, {n} items costing 1 or 100 ms, buffersize=8, "
+             "ordered=False: mean latency of a result"),
     Workload(proc_decorator, "decorators", LOWER, PEBBLE_ONLY,
              "@concurrent.process call + result, {n} in sequence"),
     Workload(proc_async_decorator, "decorators", LOWER, PEBBLE_ONLY,
