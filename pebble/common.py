@@ -9,7 +9,7 @@ from concurrent.futures import Future, TimeoutError
 from concurrent.futures._base import (CANCELLED, CANCELLED_AND_NOTIFIED,
                                       FINISHED, PENDING, RUNNING)
 from itertools import islice
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, cast
 
 __all__ = ["ProcessExpired", "ProcessFuture", "MapFuture", "ProcessMapFuture",
            "RemoteTraceback", "RemoteException"]
@@ -26,7 +26,7 @@ class ProcessExpired(OSError):
         self.exitcode = code
         self.pid = pid
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[Any, ...]:
         return type(self), (self.args[0] if self.args else "", self.exitcode, self.pid)
 
     def __str__(self) -> str:
@@ -57,10 +57,10 @@ class RemoteException:
         self.exception = exception
         self.traceback = traceback_text
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[Any, ...]:
         error = self.exception
         if type(error).__reduce__ is BaseException.__reduce__:
-            parts = error.__reduce__()
+            parts = cast(Tuple[Any, ...], error.__reduce__())
             if len(parts) == 3:
                 # Rebuilt field by field: BaseException.__setstate__ goes
                 # through __setattr__, which frozen dataclass errors refuse.
@@ -105,6 +105,10 @@ class ProcessFuture(Future):
     future is cancelled at once.
     """
 
+    # Set by the pool that scheduled the call.
+    _pebble_cancel: Callable[[int], Any]
+    _pebble_id: int
+
     def cancel(self) -> bool:
         """Cancel the call, stopping its process if it is running.
 
@@ -125,7 +129,7 @@ class ProcessFuture(Future):
             task_id = self.__dict__.get("_pebble_id")
             if task_id is not None:
                 hook(task_id)
-        self._invoke_callbacks()
+        self._invoke_callbacks()  # type: ignore[attr-defined]
         return True
 
     def _pebble_start(self) -> bool:
@@ -256,7 +260,7 @@ def run_chunk(function: Callable[..., Any], chunk: Iterable[Tuple[Any, ...]],
     An element that raises yields a :class:`MapError` in its place (holding
     the error, or ``wrap(error)``) so that the rest of the chunk still runs.
     """
-    results = []
+    results: List[Any] = []
     append = results.append
     for args in chunk:
         try:

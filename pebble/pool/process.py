@@ -73,7 +73,8 @@ def _interpreter_command(code: str) -> list:
     root = os.path.dirname(os.path.dirname(os.path.abspath(_worker.__file__)))
     code = "import sys; sys.path.insert(0, %r); %s" % (root, code)
     return ([os.fsdecode(multiprocessing.spawn.get_executable())]
-            + multiprocessing.util._args_from_interpreter_flags() + ["-c", code])
+            + multiprocessing.util._args_from_interpreter_flags()  # type: ignore[attr-defined]
+            + ["-c", code])
 
 
 def start_launcher(method: str, initializer: Any, initargs: tuple,
@@ -211,8 +212,8 @@ class ProcessPool(BasePool):
         if what == "initializer" and payload:
             try:
                 cause = pickle.loads(payload)
-            except BaseException as error:
-                cause = error
+            except BaseException as unpickling_error:
+                cause = unpickling_error
             error = RuntimeError("The pool initializer raised %s: %s"
                                  % (type(cause).__name__, cause))
             error.__cause__ = cause
