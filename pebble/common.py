@@ -9,10 +9,19 @@ from concurrent.futures import Future, TimeoutError
 from concurrent.futures._base import (CANCELLED, CANCELLED_AND_NOTIFIED,
                                       FINISHED, PENDING, RUNNING)
 from itertools import islice
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, cast
+from typing import (TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional,
+                    Tuple, TypeVar, cast)
 
 __all__ = ["ProcessExpired", "ProcessFuture", "MapFuture", "ProcessMapFuture",
            "RemoteTraceback", "RemoteException"]
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar as _TypeVar
+
+    # A future built without saying what it resolves to holds Any.
+    T = _TypeVar("T", default=Any)
+else:
+    T = TypeVar("T")
 
 # Pool states, shared by both pools.
 CREATED, RUNNING_STATE, CLOSED, STOPPED, ERROR = range(5)
@@ -98,7 +107,7 @@ def format_exception(error: BaseException) -> str:
     return "".join(traceback.format_exception(type(error), error, error.__traceback__))
 
 
-class ProcessFuture(Future):
+class ProcessFuture(Future[T]):
     """A :class:`concurrent.futures.Future` whose ``cancel()`` also stops a running call.
 
     When the call is running, the process executing it is stopped and the
@@ -141,7 +150,7 @@ class ProcessFuture(Future):
             return False
 
 
-class MapFuture(Future):
+class MapFuture(Future[Iterator[T]]):
     """The future returned by ``ThreadPool.map``.
 
     Its result is an iterator over the results of the mapped function.
@@ -177,7 +186,7 @@ class MapFuture(Future):
         return cancelled
 
 
-class ProcessMapFuture(ProcessFuture):
+class ProcessMapFuture(ProcessFuture[Iterator[T]]):
     """The future returned by ``ProcessPool.map``.
 
     Its result is an iterator over the results of the mapped function;
@@ -203,7 +212,7 @@ class ProcessMapFuture(ProcessFuture):
         return any(cancelled)
 
 
-class MapResults(Iterator[Any]):
+class MapResults(Iterator[T]):
     """Iterates over the results of a map, raising each element's error in place."""
 
     def __init__(self, futures: List[Future], deadline: Optional[float] = None,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future, InvalidStateError
-from typing import Any, Callable, Iterable, List, Optional
+from typing import Any, Callable, Iterable, List, Optional, TypeVar
 
 from pebble.common import (CLOSED, CREATED, ERROR, RUNNING_STATE, STOPPED,
                            MapResults, check_chunksize, check_timeout,
                            iter_chunks, run_chunk)
+
+_FutureT = TypeVar("_FutureT", bound="Future[Any]")
 
 _STATE_NAMES = {CREATED: "CREATED", RUNNING_STATE: "RUNNING", CLOSED: "CLOSED",
                 STOPPED: "STOPPED", ERROR: "ERROR"}
@@ -90,8 +92,8 @@ class BasePool:
 
     # -- map ----------------------------------------------------------------
 
-    def _map(self, map_future: Future, futures: List[Future],
-             results: MapResults) -> Future:
+    def _map(self, map_future: _FutureT, futures: List[Future[Any]],
+             results: MapResults[Any]) -> _FutureT:
         """Wire *map_future* to resolve with *results* once any chunk is done."""
         if not futures:
             map_future.set_result(results)
