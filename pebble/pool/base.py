@@ -11,6 +11,7 @@ from pebble.common import (CLOSED, CREATED, ERROR, RUNNING_STATE, STOPPED,
                            MapResults, check_chunksize, check_timeout,
                            iter_chunks, run_chunk)
 
+_PoolT = TypeVar("_PoolT", bound="BasePool")
 _FutureT = TypeVar("_FutureT", bound="Future[Any]")
 
 _STATE_NAMES = {CREATED: "CREATED", RUNNING_STATE: "RUNNING", CLOSED: "CLOSED",
@@ -27,7 +28,7 @@ class BasePool:
 
     # -- lifecycle -------------------------------------------------------
 
-    def __enter__(self):
+    def __enter__(self: _PoolT) -> _PoolT:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:

@@ -11,7 +11,7 @@ import threading
 import time
 import weakref
 from concurrent.futures import TimeoutError
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, ParamSpec, Sequence, Tuple, TypeVar
 
 from pebble import _pebble, _worker
 from pebble._pebble import ProcCore
@@ -22,6 +22,9 @@ from pebble.common import (CLOSED, CREATED, ERROR, RUNNING_STATE,
 from pebble.pool.base import BasePool, schedule_chunks
 
 __all__ = ["ProcessPool"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _live_pools: "weakref.WeakSet[ProcessPool]" = weakref.WeakSet()
 
@@ -260,9 +263,9 @@ class ProcessPool(BasePool):
             return self._manager is not None and self._manager.is_alive()
         return False
 
-    def schedule(self, function: Callable[..., Any], args: Iterable[Any] = (),
+    def schedule(self, function: Callable[..., R], args: Iterable[Any] = (),
                  kwargs: Optional[Dict[str, Any]] = None,
-                 timeout: Optional[float] = None) -> ProcessFuture:
+                 timeout: Optional[float] = None) -> ProcessFuture[R]:
         """Schedule *function(\\*args, \\*\\*kwargs)* in a worker; return its ProcessFuture.
 
         With *timeout* (seconds) the worker running the call is stopped once
@@ -294,13 +297,13 @@ class ProcessPool(BasePool):
         future._pebble_id = task_id
         return future
 
-    def submit(self, function: Callable[..., Any], timeout: Optional[float],
-               /, *args: Any, **kwargs: Any) -> ProcessFuture:
+    def submit(self, function: Callable[P, R], timeout: Optional[float],
+               /, *args: P.args, **kwargs: P.kwargs) -> ProcessFuture[R]:
         """Schedule *function(\\*args, \\*\\*kwargs)* with *timeout* (``Executor.submit`` style)."""
         return self.schedule(function, args=args, kwargs=kwargs, timeout=timeout)
 
-    def map(self, function: Callable[..., Any], *iterables: Iterable[Any],
-            chunksize: int = 1, timeout: Optional[float] = None) -> ProcessMapFuture:
+    def map(self, function: Callable[..., R], *iterables: Iterable[Any],
+            chunksize: int = 1, timeout: Optional[float] = None) -> ProcessMapFuture[R]:
         """Compute *function* over the zipped *iterables* in the workers.
 
         Return a ProcessMapFuture whose result iterates over the results in

@@ -6,7 +6,7 @@ import multiprocessing
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Set
+from typing import Any, Callable, Dict, Iterable, Optional, ParamSpec, Sequence, Set, TypeVar
 
 from pebble._pebble import ThreadCore
 from pebble.common import (CLOSED, CREATED, ERROR, RUNNING_STATE, MapFuture, MapResults,
@@ -15,6 +15,9 @@ from pebble.common import (CLOSED, CREATED, ERROR, RUNNING_STATE, MapFuture, Map
 from pebble.pool.base import BasePool, schedule_chunks
 
 __all__ = ["ThreadPool"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class ThreadPool(BasePool):
@@ -92,21 +95,21 @@ class ThreadPool(BasePool):
                 return any(t.is_alive() for t in self._workers)
         return False
 
-    def schedule(self, function: Callable[..., Any], args: Iterable[Any] = (),
-                 kwargs: Optional[Dict[str, Any]] = None) -> Future:
+    def schedule(self, function: Callable[..., R], args: Iterable[Any] = (),
+                 kwargs: Optional[Dict[str, Any]] = None) -> Future[R]:
         """Schedule *function(\\*args, \\*\\*kwargs)*; return its Future."""
         self._check_pool_state()
         args, kwargs = check_call(function, args, kwargs)
-        future: Future = Future()
+        future: Future[R] = Future()
         self._core.put(future, function, args, kwargs)
         return future
 
-    def submit(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+    def submit(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Schedule *function(\\*args, \\*\\*kwargs)* (``Executor.submit`` style)."""
         return self.schedule(function, args=args, kwargs=kwargs)
 
-    def map(self, function: Callable[..., Any], *iterables: Iterable[Any],
-            chunksize: int = 1, timeout: Optional[float] = None) -> MapFuture:
+    def map(self, function: Callable[..., R], *iterables: Iterable[Any],
+            chunksize: int = 1, timeout: Optional[float] = None) -> MapFuture[R]:
         """Compute *function* over the zipped *iterables* concurrently.
 
         Return a MapFuture whose result iterates over the results in order,
