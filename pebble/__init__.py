@@ -1,7 +1,7 @@
 """pebble: threading and multiprocessing eye-candy on a native engine."""
 
 from pebble import _decorators, asynchronous, concurrent
-from pebble._version import __version__
+from pebble._version import __version__ as __version__
 from pebble.common import MapFuture, ProcessExpired, ProcessFuture, ProcessMapFuture
 from pebble.functions import sighandler, synchronized, waitforqueues, waitforthreads
 from pebble.pool import ProcessPool, ThreadPool

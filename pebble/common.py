@@ -7,10 +7,20 @@ import traceback
 from concurrent.futures import Future
 from concurrent.futures._base import (CANCELLED, CANCELLED_AND_NOTIFIED,
                                       FINISHED, PENDING, RUNNING)
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
+from typing import (TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional, Tuple,
+                    TypeVar, cast)
 
 __all__ = ["ProcessExpired", "ProcessFuture", "MapFuture", "ProcessMapFuture",
            "RemoteTraceback", "RemoteException"]
+
+if TYPE_CHECKING:
+    from pebble.pool.mapping import MapRun
+    from typing_extensions import TypeVar as _TypeVar
+
+    # A future built without saying what it resolves to holds Any.
+    T = _TypeVar("T", default=Any)
+else:
+    T = TypeVar("T")
 
 # Pool states, shared by both pools.
 CREATED, RUNNING_STATE, CLOSED, STOPPED, ERROR = range(5)
@@ -24,7 +34,7 @@ class ProcessExpired(OSError):
         self.exitcode = code
         self.pid = pid
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[Any, ...]:
         return type(self), (self.args[0] if self.args else "", self.exitcode, self.pid)
 
     def __str__(self) -> str:
@@ -55,10 +65,10 @@ class RemoteException:
         self.exception = exception
         self.traceback = traceback_text
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[Any, ...]:
         error = self.exception
         if type(error).__reduce__ is BaseException.__reduce__:
-            parts = error.__reduce__()
+            parts = cast(Tuple[Any, ...], error.__reduce__())
             if len(parts) == 3:
                 # Rebuilt field by field: BaseException.__setstate__ goes
                 # through __setattr__, which frozen dataclass errors refuse.
@@ -96,12 +106,16 @@ def format_exception(error: BaseException) -> str:
     return "".join(traceback.format_exception(type(error), error, error.__traceback__))
 
 
-class ProcessFuture(Future):
+class ProcessFuture(Future[T]):
     """A :class:`concurrent.futures.Future` whose ``cancel()`` also stops a running call.
 
     When the call is running, the process executing it is stopped and the
     future is cancelled at once.
     """
+
+    # Set by the pool that scheduled the call.
+    _pebble_cancel: Callable[[int], Any]
+    _pebble_id: int
 
     def cancel(self) -> bool:
         """Cancel the call, stopping its process if it is running.
@@ -123,7 +137,7 @@ class ProcessFuture(Future):
             task_id = self.__dict__.get("_pebble_id")
             if task_id is not None:
                 hook(task_id)
-        self._invoke_callbacks()
+        self._invoke_callbacks()  # type: ignore[attr-defined]
         return True
 
     def _pebble_start(self) -> bool:
@@ -138,7 +152,7 @@ class ProcessFuture(Future):
 class _FutureList:
     """Stands for the map of a map future built from a list of chunk futures."""
 
-    def __init__(self, futures: Iterable[Future]):
+    def __init__(self, futures: Iterable[Future[Any]]):
         self.futures = list(futures)
         self.total = len(self.futures)
 
@@ -153,13 +167,13 @@ class _FutureList:
 class _MapState:
     """What both map futures expose about their map."""
 
-    _run: Any
+    _run: "MapRun[Any] | _FutureList"
 
     def _set_run(self, run: Any) -> None:
         self._run = _FutureList(run) if isinstance(run, (list, tuple)) else run
 
     @property
-    def futures(self) -> List[Future]:
+    def futures(self) -> List[Future[Any]]:
         """The futures of the chunks the input was split into.
 
         With ``buffersize``, only those scheduled and not yet consumed.
@@ -177,7 +191,7 @@ class _MapState:
         return self._run.total
 
 
-class MapFuture(_MapState, Future):
+class MapFuture(_MapState, Future[Iterator[T]]):
     """The future returned by ``ThreadPool.map``.
 
     Its result is an iterator over the results of the mapped function.
@@ -207,7 +221,7 @@ class MapFuture(_MapState, Future):
         return cancelled
 
 
-class ProcessMapFuture(_MapState, ProcessFuture):
+class ProcessMapFuture(_MapState, ProcessFuture[Iterator[T]]):
     """The future returned by ``ProcessPool.map``.
 
     Its result is an iterator over the results of the mapped function;
@@ -246,7 +260,7 @@ def run_chunk(function: Callable[..., Any], chunk: Iterable[Tuple[Any, ...]],
     An element that raises yields a :class:`MapError` in its place (holding
     the error, or ``wrap(error)``) so that the rest of the chunk still runs.
     """
-    results = []
+    results: List[Any] = []
     append = results.append
     for args in chunk:
         try:

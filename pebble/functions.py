@@ -21,7 +21,7 @@ import signal
 import threading
 import time
 from typing import (Any, Callable, Dict, Iterable, List, Optional, Protocol,
-                    Sequence, TypeVar, Union, overload)
+                    Sequence, TypeVar, Union, cast, overload)
 
 __all__ = ["synchronized", "sighandler", "waitforthreads", "waitforqueues"]
 
@@ -226,7 +226,7 @@ class _ThreadWatcher:
         deadlines = list(self.subscribers.values())
         if None in deadlines:
             return None
-        latest = max(deadlines)  # type: ignore[type-var]
+        latest = max(cast(List[float], deadlines))
         return latest if latest > time.monotonic() else _DONE
 
     def _run(self) -> None:

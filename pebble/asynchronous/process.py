@@ -3,24 +3,42 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Dict
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, ParamSpec, TypeVar, overload
 
 from pebble import _decorators
 from pebble.concurrent.process import _DEFAULTS, _validate
 
+if TYPE_CHECKING:
+    from pebble.pool.process import ProcessPool
+
 __all__ = ["process"]
 
+P = ParamSpec("P")
+R = TypeVar("R")
 
-def _wrap(function: Callable[..., Any], params: Dict[str, Any]) -> Callable[..., asyncio.Future]:
+
+def _wrap(function: Callable[..., Any],
+          params: Dict[str, Any]) -> Callable[..., asyncio.Future[Any]]:
     call = _decorators.ProcessCall(function, params)
 
-    def wrapper(*args: Any, **kwargs: Any) -> asyncio.Future:
+    def wrapper(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
         loop = _decorators.get_loop()
         # Resolved through loop.call_soon_threadsafe; cancelling it kills the process.
         return asyncio.wrap_future(call.launch(wrapper, args, kwargs), loop=loop)
 
     wrapper.__pebble_original__ = function  # type: ignore[attr-defined]
     return _decorators.update_wrapper(wrapper, function)
+
+
+@overload
+def process(function: Callable[P, R], /) -> Callable[P, asyncio.Future[R]]: ...
+
+
+@overload
+def process(*, name: Optional[str] = None, daemon: bool = True,
+            timeout: Optional[float] = None, context: Any = None, mp_context: Any = None,
+            pool: Optional[ProcessPool] = None
+            ) -> Callable[[Callable[P, R]], Callable[P, asyncio.Future[R]]]: ...
 
 
 def process(*args: Any, **kwargs: Any) -> Any:

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Dict
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, ParamSpec, TypeVar, overload
 
 from pebble import _decorators
 from pebble.concurrent.thread import _DEFAULTS, _validate
 
+if TYPE_CHECKING:
+    from pebble.pool.thread import ThreadPool
+
 __all__ = ["thread"]
 
+P = ParamSpec("P")
+R = TypeVar("R")
 
-def _wrap(function: Callable[..., Any], params: Dict[str, Any]) -> Callable[..., asyncio.Future]:
+
+def _wrap(function: Callable[..., Any],
+          params: Dict[str, Any]) -> Callable[..., asyncio.Future[Any]]:
     name, daemon, pool = params["name"], params["daemon"], params["pool"]
 
     if pool is not None:
-        def wrapper(*args: Any, **kwargs: Any) -> asyncio.Future:
+        def wrapper(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
             loop = _decorators.get_loop()
             return asyncio.wrap_future(pool.schedule(function, args=args, kwargs=kwargs),
                                        loop=loop)
@@ -23,13 +30,23 @@ def _wrap(function: Callable[..., Any], params: Dict[str, Any]) -> Callable[...,
         launch = _decorators.thread_launcher
         completion = _decorators.AsyncCompletion
 
-        def wrapper(*args: Any, **kwargs: Any) -> asyncio.Future:
+        def wrapper(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
             loop = _decorators.get_loop()
             future = loop.create_future()
             launch().launch(completion(loop, future), function, args, kwargs, name, daemon)
             return future
 
     return _decorators.update_wrapper(wrapper, function)
+
+
+@overload
+def thread(function: Callable[P, R], /) -> Callable[P, asyncio.Future[R]]: ...
+
+
+@overload
+def thread(*, name: Optional[str] = None, daemon: bool = True,
+           pool: Optional[ThreadPool] = None
+           ) -> Callable[[Callable[P, R]], Callable[P, asyncio.Future[R]]]: ...
 
 
 def thread(*args: Any, **kwargs: Any) -> Any:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, ParamSpec, TypeVar, overload
 
 from pebble import _decorators
 from pebble.common import ProcessFuture, check_timeout
 
+if TYPE_CHECKING:
+    from pebble.pool.process import ProcessPool
+
 __all__ = ["process"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _DEFAULTS = {"name": None, "daemon": True, "timeout": None, "context": None,
              "mp_context": None, "pool": None}
@@ -28,14 +34,26 @@ def _validate(params: Dict[str, Any]) -> Dict[str, Any]:
     return params
 
 
-def _wrap(function: Callable[..., Any], params: Dict[str, Any]) -> Callable[..., ProcessFuture]:
+def _wrap(function: Callable[..., Any],
+          params: Dict[str, Any]) -> Callable[..., ProcessFuture[Any]]:
     call = _decorators.ProcessCall(function, params)
 
-    def wrapper(*args: Any, **kwargs: Any) -> ProcessFuture:
+    def wrapper(*args: Any, **kwargs: Any) -> ProcessFuture[Any]:
         return call.launch(wrapper, args, kwargs)
 
     wrapper.__pebble_original__ = function  # type: ignore[attr-defined]
     return _decorators.update_wrapper(wrapper, function)
+
+
+@overload
+def process(function: Callable[P, R], /) -> Callable[P, ProcessFuture[R]]: ...
+
+
+@overload
+def process(*, name: Optional[str] = None, daemon: bool = True,
+            timeout: Optional[float] = None, context: Any = None, mp_context: Any = None,
+            pool: Optional[ProcessPool] = None
+            ) -> Callable[[Callable[P, R]], Callable[P, ProcessFuture[R]]]: ...
 
 
 def process(*args: Any, **kwargs: Any) -> Any:

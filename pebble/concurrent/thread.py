@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from concurrent.futures import Future
-from typing import Any, Callable, Dict
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, ParamSpec, TypeVar, overload
 
 from pebble import _decorators
 
+if TYPE_CHECKING:
+    from pebble.pool.thread import ThreadPool
+
 __all__ = ["thread"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _DEFAULTS = {"name": None, "daemon": True, "pool": None}
 
@@ -20,21 +26,31 @@ def _validate(params: Dict[str, Any]) -> Dict[str, Any]:
     return params
 
 
-def _wrap(function: Callable[..., Any], params: Dict[str, Any]) -> Callable[..., Future]:
+def _wrap(function: Callable[..., Any], params: Dict[str, Any]) -> Callable[..., Future[Any]]:
     name, daemon, pool = params["name"], params["daemon"], params["pool"]
 
     if pool is not None:
-        def wrapper(*args: Any, **kwargs: Any) -> Future:
+        def wrapper(*args: Any, **kwargs: Any) -> Future[Any]:
             return pool.schedule(function, args=args, kwargs=kwargs)
     else:
         launch = _decorators.thread_launcher
 
-        def wrapper(*args: Any, **kwargs: Any) -> Future:
-            future: Future = Future()
+        def wrapper(*args: Any, **kwargs: Any) -> Future[Any]:
+            future: Future[Any] = Future()
             launch().launch(future, function, args, kwargs, name, daemon)
             return future
 
     return _decorators.update_wrapper(wrapper, function)
+
+
+@overload
+def thread(function: Callable[P, R], /) -> Callable[P, Future[R]]: ...
+
+
+@overload
+def thread(*, name: Optional[str] = None, daemon: bool = True,
+           pool: Optional[ThreadPool] = None
+           ) -> Callable[[Callable[P, R]], Callable[P, Future[R]]]: ...
 
 
 def thread(*args: Any, **kwargs: Any) -> Any:

@@ -6,11 +6,14 @@ import threading
 import time
 from concurrent.futures import Future, InvalidStateError
 from functools import partial
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence, Tuple, TypeVar
 
 from pebble.common import (CLOSED, CREATED, ERROR, RUNNING_STATE, STOPPED,
                            check_chunksize, check_timeout)
 from pebble.pool.mapping import MapRun, check_buffersize, input_length, make_progress
+
+_PoolT = TypeVar("_PoolT", bound="BasePool")
+_FutureT = TypeVar("_FutureT", bound="Future[Any]")
 
 _STATE_NAMES = {CREATED: "CREATED", RUNNING_STATE: "RUNNING", CLOSED: "CLOSED",
                 STOPPED: "STOPPED", ERROR: "ERROR"}
@@ -26,7 +29,7 @@ class BasePool:
 
     # -- lifecycle -------------------------------------------------------
 
-    def __enter__(self):
+    def __enter__(self: _PoolT) -> _PoolT:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -91,11 +94,12 @@ class BasePool:
 
     # -- map ----------------------------------------------------------------
 
-    def _map(self, future_type: Callable[[MapRun], Future],
-             submit_chunk: Callable[[Callable[..., Any], tuple], Future],
+    def _map(self, future_type: Callable[[MapRun[Any]], _FutureT],
+             submit_chunk: Callable[[Callable[..., Any], Tuple[Any, ...]], Future[Any]],
              function: Callable[..., Any], iterables: Sequence[Iterable[Any]],
              chunksize: Any, buffersize: Any, ordered: Any, progress: Any,
-             deadline: Optional[float] = None, timeout: Optional[float] = None) -> Future:
+             deadline: Optional[float] = None,
+             timeout: Optional[float] = None) -> _FutureT:
         """Start a map; its future resolves with the results iterator once a chunk is done."""
         if not callable(function):
             raise TypeError("function must be callable, not %s" % type(function).__name__)
@@ -107,7 +111,7 @@ class BasePool:
             raise TypeError("ordered must be a bool, not %s" % type(ordered).__name__)
         reporter = make_progress(progress, input_length(iterables))
         try:
-            run: MapRun = MapRun(partial(submit_chunk, function), iterables, chunksize,
+            run: MapRun[Any] = MapRun(partial(submit_chunk, function), iterables, chunksize,
                                  buffersize, ordered, deadline, timeout, reporter)
         except BaseException:
             if reporter is not None:

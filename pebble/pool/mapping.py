@@ -382,7 +382,7 @@ def make_progress(progress: Any, total: Optional[int]) -> Optional[Progress]:
         return None
     if progress is True:
         try:
-            from tqdm import tqdm
+            from tqdm import tqdm  # type: ignore[import-untyped]
         except ImportError:
             bar = TextBar(total)
             return Progress(bar.update, bar.close, bar.discard)

@@ -12,7 +12,8 @@ import time
 import weakref
 from concurrent.futures import TimeoutError
 from functools import partial
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
+from typing import (Any, Callable, Dict, Iterable, Optional, ParamSpec, Sequence, Tuple, TypeVar,
+                    Union)
 
 from pebble import _pebble, _worker
 from pebble._pebble import ProcCore
@@ -21,8 +22,12 @@ from pebble.common import (CLOSED, CREATED, ERROR, RUNNING_STATE,
                            ProcessMapFuture, check_call, check_initializer,
                            check_max_tasks, check_max_workers, check_timeout)
 from pebble.pool.base import BasePool
+from pebble.pool.mapping import ProgressCallback
 
 __all__ = ["ProcessPool"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _live_pools: "weakref.WeakSet[ProcessPool]" = weakref.WeakSet()
 
@@ -74,7 +79,8 @@ def _interpreter_command(code: str) -> list:
     root = os.path.dirname(os.path.dirname(os.path.abspath(_worker.__file__)))
     code = "import sys; sys.path.insert(0, %r); %s" % (root, code)
     return ([os.fsdecode(multiprocessing.spawn.get_executable())]
-            + multiprocessing.util._args_from_interpreter_flags() + ["-c", code])
+            + multiprocessing.util._args_from_interpreter_flags()  # type: ignore[attr-defined]
+            + ["-c", code])
 
 
 def start_launcher(method: str, initializer: Any, initargs: tuple,
@@ -212,8 +218,8 @@ class ProcessPool(BasePool):
         if what == "initializer" and payload:
             try:
                 cause = pickle.loads(payload)
-            except BaseException as error:
-                cause = error
+            except BaseException as unpickling_error:
+                cause = unpickling_error
             error = RuntimeError("The pool initializer raised %s: %s"
                                  % (type(cause).__name__, cause))
             error.__cause__ = cause
@@ -260,9 +266,9 @@ class ProcessPool(BasePool):
             return self._manager is not None and self._manager.is_alive()
         return False
 
-    def schedule(self, function: Callable[..., Any], args: Iterable[Any] = (),
+    def schedule(self, function: Callable[..., R], args: Iterable[Any] = (),
                  kwargs: Optional[Dict[str, Any]] = None,
-                 timeout: Optional[float] = None) -> ProcessFuture:
+                 timeout: Optional[float] = None) -> ProcessFuture[R]:
         """Schedule *function(\\*args, \\*\\*kwargs)* in a worker; return its ProcessFuture.
 
         With *timeout* (seconds) the worker running the call is stopped once
@@ -294,15 +300,15 @@ class ProcessPool(BasePool):
         future._pebble_id = task_id
         return future
 
-    def submit(self, function: Callable[..., Any], timeout: Optional[float],
-               /, *args: Any, **kwargs: Any) -> ProcessFuture:
+    def submit(self, function: Callable[P, R], timeout: Optional[float],
+               /, *args: P.args, **kwargs: P.kwargs) -> ProcessFuture[R]:
         """Schedule *function(\\*args, \\*\\*kwargs)* with *timeout* (``Executor.submit`` style)."""
         return self.schedule(function, args=args, kwargs=kwargs, timeout=timeout)
 
-    def map(self, function: Callable[..., Any], *iterables: Iterable[Any],
+    def map(self, function: Callable[..., R], *iterables: Iterable[Any],
             chunksize: int = 1, timeout: Optional[float] = None,
             buffersize: Optional[int] = None, ordered: bool = True,
-            progress: Any = None) -> ProcessMapFuture:
+            progress: Union[bool, ProgressCallback, None] = None) -> ProcessMapFuture[R]:
         """Compute *function* over the zipped *iterables* in the workers.
 
         Return a ProcessMapFuture whose result iterates over the results,

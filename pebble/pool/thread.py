@@ -6,15 +6,19 @@ import multiprocessing
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Set
+from typing import Any, Callable, Dict, Iterable, Optional, ParamSpec, Sequence, Set, TypeVar, Union
 
 from pebble._pebble import ThreadCore
 from pebble.common import (CLOSED, CREATED, ERROR, RUNNING_STATE, MapFuture, run_chunk,
                            check_call, check_initializer, check_max_tasks,
                            check_max_workers, check_timeout)
 from pebble.pool.base import BasePool
+from pebble.pool.mapping import ProgressCallback
 
 __all__ = ["ThreadPool"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class ThreadPool(BasePool):
@@ -92,23 +96,23 @@ class ThreadPool(BasePool):
                 return any(t.is_alive() for t in self._workers)
         return False
 
-    def schedule(self, function: Callable[..., Any], args: Iterable[Any] = (),
-                 kwargs: Optional[Dict[str, Any]] = None) -> Future:
+    def schedule(self, function: Callable[..., R], args: Iterable[Any] = (),
+                 kwargs: Optional[Dict[str, Any]] = None) -> Future[R]:
         """Schedule *function(\\*args, \\*\\*kwargs)*; return its Future."""
         self._check_pool_state()
         args, kwargs = check_call(function, args, kwargs)
-        future: Future = Future()
+        future: Future[R] = Future()
         self._core.put(future, function, args, kwargs)
         return future
 
-    def submit(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+    def submit(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Schedule *function(\\*args, \\*\\*kwargs)* (``Executor.submit`` style)."""
         return self.schedule(function, args=args, kwargs=kwargs)
 
-    def map(self, function: Callable[..., Any], *iterables: Iterable[Any],
+    def map(self, function: Callable[..., R], *iterables: Iterable[Any],
             chunksize: int = 1, timeout: Optional[float] = None,
             buffersize: Optional[int] = None, ordered: bool = True,
-            progress: Any = None) -> MapFuture:
+            progress: Union[bool, ProgressCallback, None] = None) -> MapFuture[R]:
         """Compute *function* over the zipped *iterables* concurrently.
 
         Return a MapFuture whose result iterates over the results, raising
