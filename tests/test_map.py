@@ -58,6 +58,14 @@ class Counted:
         return value
 
 
+def slow_input(count, every, pause=0.01):
+    """range(count), pausing every *every* elements."""
+    for value in range(count):
+        if value % every == 0:
+            time.sleep(pause)
+        yield value
+
+
 def failing_input(good, error=ValueError("input broke")):
     yield from range(good)
     raise error
@@ -553,6 +561,17 @@ def stderr_until(capfd, text, timeout=5.0):
         err += capfd.readouterr().err
         time.sleep(0.02)
     return err
+
+
+def test_builtin_bar_closes_once_at_the_end(pool, capfd, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    # A generator: the total is known only once the whole input is scheduled,
+    # while the first chunks are already done.
+    future = pool.map(pf.square, slow_input(200, every=10), chunksize=10, progress=True)
+    list(future.result(WAIT))
+    err = stderr_until(capfd, "200/200")
+    assert err.count("\n") == 1, err
+    assert "200/200" in err
 
 
 def test_progress_true_uses_tqdm_when_installed(pool, capfd):

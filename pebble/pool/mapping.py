@@ -65,7 +65,6 @@ class MapRun(Generic[T]):
             raise TypeError("map() requires at least one iterable")
         chunksize = check_chunksize(chunksize)
         self._submit = submit
-        self._chunksize = chunksize
         self._buffersize = buffersize
         self._ordered = ordered
         self._deadline = deadline
@@ -87,7 +86,6 @@ class MapRun(Generic[T]):
         self._scheduled = 0  # elements scheduled
         self._total = input_length(iterables)
         self._cancelled = False
-        self._finished = False
         self._on_first: Optional[Callable[[], None]] = None
         self._source: Optional[Iterator[tuple]] = _chunks(zip(*iterables), chunksize)
         if buffersize is None:
@@ -99,14 +97,17 @@ class MapRun(Generic[T]):
 
     def _fill_eagerly(self) -> None:
         """Chunk and schedule the whole input; its errors propagate to the caller."""
-        source, self._source = self._source, None
+        # _source stays set meanwhile: chunks finishing early do not end the map.
+        source = self._source
         assert source is not None
         try:
             for chunk in source:
                 self._add(self._submit(chunk), len(chunk))
         except BaseException:
+            self._source = None
             self.cancel()
             raise
+        self._source = None
         self._input_done()
 
     def _fill(self, count: int) -> None:
