@@ -4,6 +4,7 @@ import functools
 import io
 import itertools
 import multiprocessing
+import os
 import subprocess
 import sys
 import textwrap
@@ -337,6 +338,8 @@ def test_buffersize_on_closed_pool(pool):
         pool.map(pf.square, range(3), buffersize=2)
 
 
+@pytest.mark.skipif("san.so" in os.environ.get("LD_PRELOAD", ""),
+                    reason="a sanitizer's quarantine and shadow memory grow the RSS")
 def test_buffersize_map_flat_memory(tests_dir_importable):
     """A large lazy map in a fresh interpreter keeps the parent's peak RSS flat."""
     script = textwrap.dedent("""
