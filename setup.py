@@ -16,6 +16,7 @@ from setuptools import Extension, setup
 SOURCES = [
     "csrc/module.c",
     "csrc/threadpool.c",
+    "csrc/mapiter.c",
     "csrc/channel.c",
     "csrc/worker.c",
     "csrc/procpool.c",

@@ -54,78 +54,10 @@ pebble_monotonic_ns(PyObject *module, PyObject *Py_UNUSED(ignored))
     return PyLong_FromLongLong(pebble_now_ns());
 }
 
-PyDoc_STRVAR(pebble_take_doc,
-"take(iterator, n, /)\n--\n\n"
-"Return (items, error): a tuple of up to n items taken from iterator, and the\n"
-"Exception it raised meanwhile, or None. Items taken before the error are\n"
-"kept; errors outside Exception (KeyboardInterrupt...) propagate.");
-
-static PyObject *
-pebble_take(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    PyObject *items = NULL, *tuple = NULL, *error = NULL, *result = NULL;
-    Py_ssize_t n;
-
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "take() takes 2 arguments (%zd given)", nargs);
-        return NULL;
-    }
-    if (!PyIter_Check(args[0])) {
-        PyErr_Format(PyExc_TypeError, "take() needs an iterator, not %.200s",
-                     Py_TYPE(args[0])->tp_name);
-        return NULL;
-    }
-    n = PyLong_AsSsize_t(args[1]);
-    if (n == -1 && PyErr_Occurred())
-        return NULL;
-    if (n < 0) {
-        PyErr_SetString(PyExc_ValueError, "take() needs n >= 0");
-        return NULL;
-    }
-    items = PyList_New(0);
-    if (items == NULL)
-        return NULL;
-    iternextfunc next = Py_TYPE(args[0])->tp_iternext;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = next(args[0]);
-        if (item == NULL) {
-            if (!PyErr_Occurred())
-                break;
-            if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
-                PyErr_Clear();
-                break;
-            }
-            if (!PyErr_ExceptionMatches(PyExc_Exception))
-                goto exit;
-            PyObject *type, *tb;
-            PyErr_Fetch(&type, &error, &tb);
-            PyErr_NormalizeException(&type, &error, &tb);
-            if (tb != NULL && error != NULL)
-                PyException_SetTraceback(error, tb);
-            Py_XDECREF(type);
-            Py_XDECREF(tb);
-            break;
-        }
-        int rc = PyList_Append(items, item);
-        Py_DECREF(item);
-        if (rc < 0)
-            goto exit;
-    }
-    tuple = PyList_AsTuple(items);
-    if (tuple == NULL)
-        goto exit;
-    result = PyTuple_Pack(2, tuple, error != NULL ? error : Py_None);
-
-exit:
-    Py_XDECREF(items);
-    Py_XDECREF(tuple);
-    Py_XDECREF(error);
-    return result;
-}
-
 static PyMethodDef pebble_methods[] = {
     {"monotonic_ns", pebble_monotonic_ns, METH_NOARGS, pebble_monotonic_ns_doc},
-    {"take", (PyCFunction)(void (*)(void))pebble_take, METH_FASTCALL, pebble_take_doc},
+    {"take", (PyCFunction)(void (*)(void))pebble_take, METH_FASTCALL,
+     "take(iterator, n, /)\n--\n\nUp to n items of iterator and the Exception it raised, or None."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -170,6 +102,8 @@ pebble_exec(PyObject *module)
     if (pebble_threadcore_init(module, st) < 0)
         goto error;
     if (pebble_proccore_init(module, st) < 0)
+        goto error;
+    if (pebble_mapiter_init(module) < 0)
         goto error;
 #ifdef PEBBLE_FORCE_POSIX
     if (PyModule_AddStringConstant(module, "PLATFORM", "posix") < 0)

@@ -114,6 +114,10 @@ PEBBLE_HIDDEN int pebble_threadcore_init(PyObject *module, pebble_state *st);
 
 PEBBLE_HIDDEN int pebble_proccore_init(PyObject *module, pebble_state *st);
 
+/* mapiter.c: the MapIterator type and take(). */
+PEBBLE_HIDDEN int pebble_mapiter_init(PyObject *module);
+PEBBLE_HIDDEN PyObject *pebble_take(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
 /* Frame kinds on a worker's channel. */
 enum {
     PB_FRAME_TASK = 1,      /* parent -> worker: pickled (function, args, kwargs) */

@@ -25,7 +25,7 @@ fi
 log="$(mktemp)"
 status=0
 valgrind --tool=memcheck --trace-children=no --leak-check=no --num-callers=30 \
-    --log-file="$log" "$venv/bin/python" -m pytest -p no:cacheprovider -o timeout=900 "$@" \
+    --log-file="$log" "$venv/bin/python" "$venv/bin/pytest" -p no:cacheprovider -o timeout=900 "$@" \
     || status=$?
 python3 - "$log" <<'PY'
 import re, sys

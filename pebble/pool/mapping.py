@@ -17,7 +17,7 @@ from functools import partial
 from typing import (Any, Callable, Deque, Dict, Generic, Iterable, Iterator, List,
                     Optional, Sequence, Tuple, TypeVar)
 
-from pebble._pebble import take
+from pebble._pebble import MapIterator, take
 from pebble.common import MapError, check_chunksize
 
 T = TypeVar("T")
@@ -231,9 +231,9 @@ class MapRun(Generic[T]):
                 self._input_done()
         return unread or any(cancelled)
 
-    def results(self) -> "MapIterator[T]":
-        """The iterator over the results."""
-        return MapIterator(self)
+    def results(self) -> Iterator[T]:
+        """The iterator over the results: errors are raised in place."""
+        return MapIterator(self.next_values, MapError)
 
     # -- consumption --------------------------------------------------------------
 
@@ -284,8 +284,15 @@ class MapRun(Generic[T]):
             self._source = None
         self._input_done()
 
-    def chunk_values(self, future: Future) -> Iterable[Any]:
-        """The values of a chunk; an error stands for the whole chunk."""
+    def next_values(self) -> Optional[Sequence[Any]]:
+        """The values of the next chunk, None when there is none left.
+
+        An error standing for the whole chunk comes as its only value.
+        """
+        entry = self.next_chunk()
+        if entry is None:
+            return None
+        future = entry[0]
         timeout = None
         if self._deadline is not None:
             timeout = max(0.0, self._deadline - time.monotonic())
@@ -297,30 +304,6 @@ class MapRun(Generic[T]):
             return (MapError(TimeoutError("Map timeout", self._timeout)),)
         except BaseException as error:
             return (MapError(error),)
-
-
-class MapIterator(Iterator[T]):
-    """Iterates over the results of a map, raising each element's error in place."""
-
-    def __init__(self, run: MapRun[T]):
-        self._run = run
-        self._values: Iterator[Any] = iter(())
-
-    def __iter__(self) -> "MapIterator[T]":
-        return self
-
-    def __next__(self) -> T:
-        while True:
-            for value in self._values:
-                if isinstance(value, MapError):
-                    raise value.error
-                return value
-            entry = self._run.next_chunk()
-            if entry is None:
-                raise StopIteration
-            self._values = iter(self._run.chunk_values(entry[0]))
-
-    next = __next__
 
 
 def _chunks(zipped: Iterator[tuple], size: int) -> Iterator[tuple]:
