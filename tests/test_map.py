@@ -620,3 +620,97 @@ def test_map_future_types(pool, kind):
     future = pool.map(pf.square, range(3), buffersize=1)
     assert isinstance(future, ProcessMapFuture if kind == "process" else MapFuture)
     assert list(future.result(WAIT)) == [0, 1, 4]
+
+
+# -- the native helpers --------------------------------------------------------------
+
+
+def test_take_keeps_items_read_before_an_error():
+    from pebble._pebble import take
+
+    assert take(iter(range(10)), 4) == ((0, 1, 2, 3), None)
+    assert take(iter(range(2)), 4) == ((0, 1), None)
+    assert take(iter(()), 4) == ((), None)
+    items, error = take(failing_input(3), 10)
+    assert items == (0, 1, 2)
+    assert isinstance(error, ValueError) and error.__traceback__ is not None
+
+
+def test_take_lets_keyboard_interrupt_through():
+    from pebble._pebble import take
+
+    def interrupted():
+        yield 1
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        take(interrupted(), 5)
+
+
+@pytest.mark.parametrize("args, error", [((range(3), 2), TypeError),
+                                         ((iter(range(3)), -1), ValueError),
+                                         ((iter(range(3)), "2"), TypeError),
+                                         ((iter(range(3)),), TypeError)])
+def test_take_rejects_bad_arguments(args, error):
+    from pebble._pebble import take
+
+    with pytest.raises(error):
+        take(*args)
+
+
+def test_map_iterator_walks_chunks_and_raises_in_place():
+    from pebble._pebble import MapIterator
+    from pebble.common import MapError
+
+    def failing():
+        raise KeyError("inner")
+
+    try:
+        failing()
+    except KeyError as caught:
+        error = caught
+    chunks = iter([[1, 2], (3,), [], (x for x in (4, 5)), [MapError(error), 6]])
+    iterator = MapIterator(lambda: next(chunks, None), MapError)
+    assert iter(iterator) is iterator
+    assert [next(iterator) for _ in range(5)] == [1, 2, 3, 4, 5]
+    with pytest.raises(KeyError) as info:
+        next(iterator)
+    assert info.value is error
+    assert "failing" in "".join(__import__("traceback").format_tb(info.value.__traceback__))
+    assert list(iterator) == [6]
+    assert list(iterator) == []
+
+
+def test_map_iterator_propagates_fetch_errors():
+    from pebble._pebble import MapIterator
+    from pebble.common import MapError
+
+    def fetch():
+        raise OSError("fetch")
+
+    with pytest.raises(OSError, match="fetch"):
+        next(MapIterator(fetch, MapError))
+    with pytest.raises(TypeError):
+        MapIterator(5, MapError)
+    with pytest.raises(TypeError):
+        MapIterator(fetch, "not a type")
+    with pytest.raises(TypeError, match="not an exception"):
+        next(MapIterator(iter([[MapError(5)]]).__next__, MapError))
+
+
+def test_map_iterator_is_collected_in_cycles():
+    import gc
+    import weakref
+    from pebble._pebble import MapIterator
+    from pebble.common import MapError
+
+    class Holder:
+        pass
+
+    holder = Holder()
+    holder.iterator = MapIterator(lambda: [holder], MapError)
+    assert next(holder.iterator) is holder
+    ref = weakref.ref(holder)
+    del holder
+    gc.collect()
+    assert ref() is None
