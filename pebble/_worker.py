@@ -208,6 +208,6 @@ def _remote(error: BaseException) -> RemoteException:
     return RemoteException(error, format_exception(error))
 
 
-def process_chunk(function: Any, chunk: tuple) -> list:
+def process_chunk(function: Any, chunk: tuple, star: bool = True) -> list:
     """Run *function* over a map chunk; failed elements carry their remote traceback."""
-    return run_chunk(getattr(function, "__pebble_original__", function), chunk, _remote)
+    return run_chunk(getattr(function, "__pebble_original__", function), chunk, _remote, star)

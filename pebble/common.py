@@ -253,20 +253,30 @@ class MapError:
         return MapError, (self.error,)
 
 
-def run_chunk(function: Callable[..., Any], chunk: Iterable[Tuple[Any, ...]],
-              wrap: Optional[Callable[[BaseException], Any]] = None) -> List[Any]:
-    """Run *function* over every argument tuple of *chunk*.
+def run_chunk(function: Callable[..., Any], chunk: Iterable[Any],
+              wrap: Optional[Callable[[BaseException], Any]] = None,
+              star: bool = True) -> List[Any]:
+    """Run *function* over every element of *chunk*.
 
-    An element that raises yields a :class:`MapError` in its place (holding
-    the error, or ``wrap(error)``) so that the rest of the chunk still runs.
+    With *star* the elements are argument tuples (``function(*args)``),
+    otherwise single arguments. An element that raises yields a
+    :class:`MapError` in its place (holding the error, or ``wrap(error)``)
+    so that the rest of the chunk still runs.
     """
     results: List[Any] = []
     append = results.append
-    for args in chunk:
-        try:
-            append(function(*args))
-        except Exception as error:
-            append(MapError(wrap(error) if wrap is not None else error))
+    if star:
+        for args in chunk:
+            try:
+                append(function(*args))
+            except Exception as error:
+                append(MapError(wrap(error) if wrap is not None else error))
+    else:
+        for arg in chunk:
+            try:
+                append(function(arg))
+            except Exception as error:
+                append(MapError(wrap(error) if wrap is not None else error))
     return results
 
 

@@ -95,7 +95,7 @@ class BasePool:
     # -- map ----------------------------------------------------------------
 
     def _map(self, future_type: Callable[[MapRun[Any]], _FutureT],
-             submit_chunk: Callable[[Callable[..., Any], Tuple[Any, ...]], Future[Any]],
+             submit_chunk: Callable[[Callable[..., Any], bool, Tuple[Any, ...]], Future[Any]],
              function: Callable[..., Any], iterables: Sequence[Iterable[Any]],
              chunksize: Any, buffersize: Any, ordered: Any, progress: Any,
              deadline: Optional[float] = None,
@@ -111,7 +111,8 @@ class BasePool:
             raise TypeError("ordered must be a bool, not %s" % type(ordered).__name__)
         reporter = make_progress(progress, input_length(iterables))
         try:
-            run: MapRun[Any] = MapRun(partial(submit_chunk, function), iterables, chunksize,
+            star = len(iterables) > 1
+            run: MapRun[Any] = MapRun(partial(submit_chunk, function, star), iterables, chunksize,
                                  buffersize, ordered, deadline, timeout, reporter)
         except BaseException:
             if reporter is not None:

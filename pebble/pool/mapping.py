@@ -50,8 +50,8 @@ def input_length(iterables: Sequence[Iterable[Any]]) -> Optional[int]:
 class MapRun(Generic[T]):
     """One map: its input, its scheduled chunks and its progress.
 
-    *submit* schedules one chunk (a tuple of argument tuples) and returns
-    its future. With *buffersize* None the whole input is chunked and
+    *submit* schedules one chunk and returns its future: a tuple of
+    argument tuples, or of single arguments when there is one iterable. With *buffersize* None the whole input is chunked and
     scheduled by the constructor; otherwise at most *buffersize* chunks are
     scheduled or waiting to be consumed besides the one being iterated, and
     the input is pulled as results are consumed.
@@ -87,7 +87,9 @@ class MapRun(Generic[T]):
         self._total = input_length(iterables)
         self._cancelled = False
         self._on_first: Optional[Callable[[], None]] = None
-        self._source: Optional[Iterator[tuple]] = _chunks(zip(*iterables), chunksize)
+        # One iterable: its elements travel as they are, not as 1-tuples.
+        elements = zip(*iterables) if len(iterables) > 1 else iter(iterables[0])
+        self._source: Optional[Iterator[tuple]] = _chunks(elements, chunksize)
         if buffersize is None:
             self._fill_eagerly()
         else:
@@ -306,10 +308,10 @@ class MapRun(Generic[T]):
             return (MapError(error),)
 
 
-def _chunks(zipped: Iterator[tuple], size: int) -> Iterator[tuple]:
-    """Tuples of *size* argument tuples; an input error comes after the partial chunk."""
+def _chunks(elements: Iterator[Any], size: int) -> Iterator[tuple]:
+    """Tuples of *size* elements; an input error comes after the partial chunk."""
     while True:
-        chunk, error = take(zipped, size)
+        chunk, error = take(elements, size)
         if chunk:
             yield chunk
         if error is not None:

@@ -328,8 +328,9 @@ class ProcessPool(BasePool):
                          iterables, chunksize, buffersize, ordered, progress)
 
     def _submit_chunk(self, timeout: Optional[float], function: Callable[..., Any],
-                      chunk: tuple) -> ProcessFuture:
-        return self.schedule(_worker.process_chunk, args=(function, chunk), timeout=timeout)
+                      star: bool, chunk: tuple) -> ProcessFuture[Any]:
+        args = (function, chunk) if star else (function, chunk, False)
+        return self.schedule(_worker.process_chunk, args=args, timeout=timeout)
 
     # -- lifecycle hooks -----------------------------------------------------
 

@@ -131,8 +131,9 @@ class ThreadPool(BasePool):
         return self._map(MapFuture, self._submit_chunk, function, iterables, chunksize,
                          buffersize, ordered, progress, deadline, timeout)
 
-    def _submit_chunk(self, function: Callable[..., Any], chunk: tuple) -> Future:
-        return self.schedule(run_chunk, args=(function, chunk))
+    def _submit_chunk(self, function: Callable[..., Any], star: bool,
+                      chunk: tuple) -> Future[Any]:
+        return self.schedule(run_chunk, args=(function, chunk, None, star))
 
     # -- lifecycle hooks -----------------------------------------------------
 
