@@ -50,11 +50,12 @@ def input_length(iterables: Sequence[Iterable[Any]]) -> Optional[int]:
 class MapRun(Generic[T]):
     """One map: its input, its scheduled chunks and its progress.
 
-    *submit* schedules one chunk and returns its future: a tuple of
-    argument tuples, or of single arguments when there is one iterable. With *buffersize* None the whole input is chunked and
-    scheduled by the constructor; otherwise at most *buffersize* chunks are
-    scheduled or waiting to be consumed besides the one being iterated, and
-    the input is pulled as results are consumed.
+    *submit* schedules one chunk (a tuple of argument tuples, or of single
+    arguments when there is one iterable) and returns its future. With
+    *buffersize* None the whole input is chunked and scheduled by the
+    constructor; otherwise at most *buffersize* chunks are scheduled or
+    waiting to be consumed besides the one being iterated, and the input is
+    pulled as results are consumed.
     """
 
     def __init__(self, submit: Callable[[tuple], Future], iterables: Sequence[Iterable[Any]],
