@@ -105,7 +105,7 @@ class BasePool:
             raise TypeError("function must be callable, not %s" % type(function).__name__)
         if not iterables:
             raise TypeError("map() requires at least one iterable")
-        check_chunksize(chunksize)
+        chunksize = check_chunksize(chunksize)
         buffersize = check_buffersize(buffersize)
         if not isinstance(ordered, bool):
             raise TypeError("ordered must be a bool, not %s" % type(ordered).__name__)

@@ -18,7 +18,7 @@ from typing import (Any, Callable, Deque, Dict, Generic, Iterable, Iterator, Lis
                     Optional, Sequence, Tuple, TypeVar)
 
 from pebble._pebble import MapIterator, take
-from pebble.common import MapError, check_chunksize
+from pebble.common import MapError
 
 T = TypeVar("T")
 
@@ -50,7 +50,8 @@ def input_length(iterables: Sequence[Iterable[Any]]) -> Optional[int]:
 class MapRun(Generic[T]):
     """One map: its input, its scheduled chunks and its progress.
 
-    *submit* schedules one chunk (a tuple of argument tuples, or of single
+    *iterables* (at least one) and *chunksize* (an int >= 1) are validated
+    by the caller. *submit* schedules one chunk (a tuple of argument tuples, or of single
     arguments when there is one iterable) and returns its future. With
     *buffersize* None the whole input is chunked and scheduled by the
     constructor; otherwise at most *buffersize* chunks are scheduled or
@@ -59,12 +60,9 @@ class MapRun(Generic[T]):
     """
 
     def __init__(self, submit: Callable[[tuple], Future], iterables: Sequence[Iterable[Any]],
-                 chunksize: Any, buffersize: Optional[int] = None, ordered: bool = True,
+                 chunksize: int, buffersize: Optional[int] = None, ordered: bool = True,
                  deadline: Optional[float] = None, timeout: Optional[float] = None,
                  progress: Optional["Progress"] = None):
-        if not iterables:
-            raise TypeError("map() requires at least one iterable")
-        chunksize = check_chunksize(chunksize)
         self._submit = submit
         self._buffersize = buffersize
         self._ordered = ordered
