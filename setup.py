@@ -6,12 +6,22 @@ Environment switches (no file edits needed):
 * ``PEBBLE_SANITIZE=address,undefined`` (or ``thread``) builds with sanitizers.
 * ``PEBBLE_FORCE_POSIX=1``      uses the plain-POSIX platform layer
   (poll, pipe EOF, waitpid) instead of epoll/pidfd/timerfd.
+
+A default build (none of the switches above) also leaves a copy of the
+compiled extension in the source tree's ``pebble/``, as ``build_ext
+--inplace`` would: ``python -m pebble`` and ``python -m pytest`` run in the
+checkout put the checkout first on ``sys.path`` and then import that copy.
+``PEBBLE_INPLACE=0`` turns the copy off.
 """
 
 import os
+import shutil
 import sys
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 SOURCES = [
     "csrc/module.c",
@@ -49,7 +59,34 @@ if sanitize:
 if os.environ.get("PEBBLE_FORCE_POSIX") == "1" or not sys.platform.startswith("linux"):
     define_macros.append(("PEBBLE_FORCE_POSIX", "1"))
 
+
+
+class build_ext_and_copy(build_ext):
+    """build_ext that also copies a default build into the source package."""
+
+    def run(self) -> None:
+        super().run()
+        special = any(os.environ.get(name) for name in
+                      ("PEBBLE_DEBUG", "PEBBLE_SANITIZE", "PEBBLE_FORCE_POSIX"))
+        if self.inplace or special or os.environ.get("PEBBLE_INPLACE") == "0":
+            return
+        for ext in self.extensions:
+            built = self.get_ext_fullpath(ext.name)
+            target = os.path.join(HERE, self.get_ext_filename(ext.name))
+            if os.path.abspath(built) != os.path.abspath(target) and os.path.isdir(
+                    os.path.dirname(target)):
+                try:
+                    # A new file, renamed over the old: a running interpreter
+                    # that mapped the old one keeps it intact.
+                    shutil.copyfile(built, target + ".tmp")
+                    os.replace(target + ".tmp", target)
+                except OSError as error:
+                    print("pebble: could not copy %s into the source tree: %s"
+                          % (built, error), file=sys.stderr)
+
+
 setup(
+    cmdclass={"build_ext": build_ext_and_copy},
     ext_modules=[
         Extension(
             "pebble._pebble",

@@ -7,6 +7,29 @@
 
 static struct PyModuleDef pebble_module;
 
+#if PY_VERSION_HEX < 0x030B0000
+/* PyType_GetModuleByDef arrived in 3.11: the first heap type of the MRO
+ * whose module was made from *def*. Borrowed reference, or NULL with
+ * TypeError set. */
+static PyObject *
+PyType_GetModuleByDef(PyTypeObject *type, PyModuleDef *def)
+{
+    PyObject *mro = type->tp_mro;
+    Py_ssize_t n = mro != NULL ? PyTuple_GET_SIZE(mro) : 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyTypeObject *t = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+        if (!(t->tp_flags & Py_TPFLAGS_HEAPTYPE))
+            continue;
+        PyObject *module = ((PyHeapTypeObject *)t)->ht_module;
+        if (module != NULL && PyModule_GetDef(module) == def)
+            return module;
+    }
+    PyErr_Format(PyExc_TypeError, "'%s' has no module of pebble._pebble",
+                 type->tp_name);
+    return NULL;
+}
+#endif
+
 pebble_state *
 pebble_state_from_type(PyTypeObject *type)
 {
@@ -156,8 +179,21 @@ pebble_free(void *module)
     pebble_clear((PyObject *)module);
 }
 
+/* Subinterpreters: the state is per module, and the process-wide pieces
+ * (the fd registry and its fork handler) are C only, guarded by their own
+ * lock, so interpreters that share the main GIL may each import the module.
+ * A per-interpreter GIL is not supported: the I/O threads of every
+ * interpreter would share that registry's fork handler, which is untested.
+ * Free-threaded builds: the engines rely on the GIL to serialize Python
+ * object access from their completer threads (see README). */
 static PyModuleDef_Slot pebble_slots[] = {
     {Py_mod_exec, pebble_exec},
+#ifdef Py_mod_multiple_interpreters
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_SUPPORTED},
+#endif
+#ifdef Py_mod_gil
+    {Py_mod_gil, Py_MOD_GIL_USED},
+#endif
     {0, NULL},
 };
 

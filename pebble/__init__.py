@@ -1,5 +1,19 @@
 """pebble: threading and multiprocessing eye-candy on a native engine."""
 
+try:
+    from pebble import _pebble
+except ImportError as _error:  # pragma: no cover - depends on how pebble was built
+    import os as _os
+
+    _here = _os.path.dirname(_os.path.abspath(__file__))
+    if not _os.path.exists(_os.path.join(_here, _os.pardir, "setup.py")):
+        raise
+    raise ImportError(
+        "pebble is imported from its source tree (%s), which holds no compiled "
+        "extension for this Python: run 'python -m pip install .' in %s, "
+        "or run from another directory" % (_here, _os.path.dirname(_here))
+    ) from _error
+
 from pebble import _decorators, asynchronous, concurrent
 from pebble._version import __version__ as __version__
 from pebble.common import MapFuture, ProcessExpired, ProcessFuture, ProcessMapFuture

@@ -195,6 +195,56 @@ def decorator_call(n: int) -> Measure:
     return run
 
 
+_SUFFIXES = ((1e9, "G"), (1e6, "M"), (1e3, "k"))
+
+
+def format_figure(value: float, unit: str) -> Tuple[str, str]:
+    """A figure as (number, unit) for the table: ``128k`` tasks/s, ``3.1`` ms.
+
+    Rates get a k/M/G suffix and three significant digits; times move to the
+    unit that keeps them between 1 and 1000 (us, ms, s).
+    """
+    if value != value:  # NaN: nothing measured
+        return "-", ""
+    if unit.endswith("/s"):
+        for scale, suffix in _SUFFIXES:
+            if value >= scale:
+                return _digits(value / scale) + suffix, unit
+        return _digits(value), unit
+    seconds = value * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[unit]
+    for scale, name in ((1.0, "s"), (1e-3, "ms"), (1e-6, "us")):
+        if seconds >= scale or name == "us":
+            return _digits(seconds / scale), name
+    raise AssertionError("unreachable")
+
+
+def _digits(value: float) -> str:
+    """Three significant digits, without an exponent."""
+    if value >= 100:
+        return "%.0f" % value
+    if value >= 10:
+        return "%.1f" % value
+    return "%.2f" % value
+
+
+def format_ratio(ours: float, theirs: float, unit: str) -> str:
+    """How much faster (or slower) pebble is: ``2.8x faster``."""
+    if ours != ours or theirs != theirs or ours <= 0 or theirs <= 0:
+        return ""
+    speedup = ours / theirs if unit.endswith("/s") else theirs / ours
+    if speedup >= 1:
+        return "%.1fx faster" % speedup
+    return "%.1fx slower" % (1 / speedup)
+
+
+def format_row(name: str, unit: str, ours: float, theirs: float, label: str) -> str:
+    """One line of the table, its numbers right-aligned and units aligned."""
+    mine, mine_unit = format_figure(ours, unit)
+    other, other_unit = format_figure(theirs, unit)
+    return "%-42s %7s %-7s %7s %-7s  %-21s %s" % (
+        name, mine, mine_unit, other, other_unit, label, format_ratio(ours, theirs, unit))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the quick comparison and print the table."""
     parser = argparse.ArgumentParser(prog="python -m pebble", description=__doc__.splitlines()[0])
@@ -218,21 +268,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("pebble %s (%s engine), Python %s, %d CPUs"
           % (pebble.__version__, pebble._pebble.PLATFORM, sys.version.split()[0],
              os.cpu_count() or 1))
-    header = "%-44s %12s %12s  %-22s %7s" % ("workload", "pebble", "stdlib", "", "ratio")
+    print("Each workload runs with pebble and with the closest standard-library tool\n"
+          "on this machine (median of %d runs). The last rows have no standard-library\n"
+          "counterpart." % args.repeat)
+    print()
+    header = "%-42s %15s %15s  %-21s %s" % ("workload", "pebble", "stdlib", "compared with", "pebble is")
     print(header)
     print("-" * len(header))
     for name, unit, ours, theirs, label in rows:
         mine = _median(ours, args.repeat) if ours else float("nan")
         other = _median(theirs, args.repeat) if theirs else float("nan")
-        if theirs is None:
-            ratio = ""
-        elif unit in ("us", "ms"):
-            ratio = "%.1fx" % (other / mine)
-        else:
-            ratio = "%.1fx" % (mine / other)
-        print("%-44s %12s %12s  %-22s %7s" % (
-            name, "%.4g %s" % (mine, unit),
-            "%.4g %s" % (other, unit) if theirs else "-", label, ratio))
+        print(format_row(name, unit, mine, other, label).rstrip())
         sys.stdout.flush()
     return 0
 
