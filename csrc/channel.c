@@ -73,10 +73,13 @@ registry_parent(void)
     pthread_mutex_unlock(&registry_lock);
 }
 
+unsigned long pb_fork_generation;
+
 static void
 registry_child(void)
 {
     /* Only this thread exists in the child: nothing else can race. */
+    pb_fork_generation++;
     for (int i = 0; i < registry_len; i++)
         close(registry[i]);
     registry_len = 0;

@@ -92,6 +92,30 @@ PyLong_AsInt_compat(PyObject *obj)
 }
 
 /* ------------------------------------------------------------------ */
+/* Fork safety                                                          */
+/* ------------------------------------------------------------------ */
+
+/* Bumped in every forked child by the fork handler (channel.c). An engine
+ * made under another generation belongs to an ancestor: none of its
+ * threads exists here, and a thread may have held its mutex at the fork. */
+PEBBLE_HIDDEN extern unsigned long pb_fork_generation;
+
+/* Locks an engine's mutex. In the process that made the engine (made under
+ * fork generation gen) it waits for it; in a forked child it takes it only
+ * if no thread held it at the fork, since nothing there will release it.
+ * Returns 1 with the mutex held, or 0: the engine's state may be torn and
+ * must be left alone. */
+static inline int
+pb_engine_lock(pthread_mutex_t *mutex, unsigned long gen)
+{
+    if (PEBBLE_LIKELY(gen == pb_fork_generation)) {
+        pthread_mutex_lock(mutex);
+        return 1;
+    }
+    return pthread_mutex_trylock(mutex) == 0;
+}
+
+/* ------------------------------------------------------------------ */
 /* Time                                                                 */
 /* ------------------------------------------------------------------ */
 

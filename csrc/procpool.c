@@ -133,6 +133,7 @@ typedef struct {
     uint64_t max_tasks;
     int spare;                     /* elastic mode (>= 0): busy + pending + spare workers */
     pid_t owner;                   /* the process that created the engine */
+    unsigned long fork_gen;        /* pb_fork_generation when created */
     int state;                     /* S_* */
     int finished;                  /* the I/O thread has left */
     int io_started;
@@ -168,6 +169,10 @@ typedef struct {
     int error_errno;
     const char *error_what;
 } ProcCore;
+
+/* The engine was inherited through fork: its threads and workers belong
+ * to an ancestor process, and its mutex may be held forever. */
+#define PP_FOREIGN(self) ((self)->fork_gen != pb_fork_generation)
 
 /* ------------------------------------------------------------------ */
 /* Task table: open addressing, linear probing, backward-shift delete.  */
@@ -1430,6 +1435,7 @@ ProcCore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return NULL;
     self->ctl_fd = -1;
     self->owner = getpid();
+    self->fork_gen = pb_fork_generation;
     self->max_workers = max_workers;
     self->max_tasks = max_tasks;
     self->spare = spare;
@@ -1454,7 +1460,10 @@ ProcCore_traverse(ProcCore *self, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(self));
     /* Queued futures may refer back to the engine (their cancel hook). */
     int rc = 0;
-    pthread_mutex_lock(&self->mutex);
+    /* In a forked child whose parent's threads held the mutex, nothing is
+     * visited: references not reported only keep their objects alive. */
+    if (!pb_engine_lock(&self->mutex, self->fork_gen))
+        return 0;
     for (pp_task *t = self->pend_head; t && !rc; t = t->next)
         rc = visit(t->future, arg);
     for (pp_task *t = self->done_head; t && !rc; t = t->next)
@@ -1498,11 +1507,19 @@ ProcCore_dealloc(ProcCore *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
-    /* run() holds a reference until the I/O thread has been joined. */
+    /* run() holds a reference until the I/O thread has been joined. In a
+     * forked child, an engine whose mutex a parent's thread held at the
+     * fork may be torn: it is leaked rather than walked. */
+    int ours = !PP_FOREIGN(self);
+    int intact = ours || pthread_mutex_trylock(&self->mutex) == 0;
+    if (!intact) {
+        tp->tp_free((PyObject *)self);
+        Py_DECREF(tp);
+        return;
+    }
     ProcCore_drop_tasks(self);
     /* In a forked child the descriptors were closed at fork and their
      * numbers may belong to other files by now. */
-    int ours = self->owner == getpid();
     for (int i = 0; i < self->nprocs; i++) {
         if (ours)
             proc_close_channels(self, &self->procs[i]);
@@ -1516,8 +1533,11 @@ ProcCore_dealloc(ProcCore *self)
     if (ours)
         pb_fd_close(self->ctl_fd);
     pb_loop_free(self->loop, ours);
-    pthread_cond_destroy(&self->done_cond);
-    pthread_mutex_destroy(&self->mutex);
+    /* A child's copy may have waiters that do not exist: never destroyed. */
+    if (ours) {
+        pthread_cond_destroy(&self->done_cond);
+        pthread_mutex_destroy(&self->mutex);
+    }
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -1577,6 +1597,10 @@ ProcCore_submit(ProcCore *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (pebble_timeout_ns(args[2], &timeout_ns) < 0)
         return NULL;
+    if (PP_FOREIGN(self)) {
+        PyErr_SetString(PyExc_RuntimeError, "The Pool belongs to the parent process");
+        return NULL;
+    }
     pp_task *t = PyMem_RawCalloc(1, sizeof(*t));
     if (t == NULL)
         return PyErr_NoMemory();
@@ -1631,6 +1655,8 @@ ProcCore_cancel(ProcCore *self, PyObject *arg)
     if (id == (unsigned long long)-1 && PyErr_Occurred())
         return NULL;
     int found = 0, wake = 0;
+    if (PP_FOREIGN(self))
+        Py_RETURN_FALSE;
     pthread_mutex_lock(&self->mutex);
     pp_task *t = tt_find(self, id);
     if (t != NULL) {
@@ -1654,6 +1680,8 @@ ProcCore_cancel(ProcCore *self, PyObject *arg)
 static PyObject *
 set_state(ProcCore *self, int state)
 {
+    if (PP_FOREIGN(self))
+        Py_RETURN_NONE;
     pthread_mutex_lock(&self->mutex);
     if (self->state == S_RUNNING || (state == S_STOPPING && self->state == S_CLOSING))
         self->state = state;
@@ -1704,7 +1732,7 @@ ProcCore_run(ProcCore *self, PyObject *const *args, Py_ssize_t nargs)
     int ctl_fd = PyLong_AsInt_compat(args[0]);
     if (ctl_fd == -1 && PyErr_Occurred())
         return NULL;
-    if (self->io_started || self->owner != getpid()) {
+    if (self->io_started || PP_FOREIGN(self)) {
         PyErr_SetString(PyExc_RuntimeError, "run() called twice or in a forked child");
         return NULL;
     }
@@ -1799,8 +1827,8 @@ static PyObject *
 ProcCore_get_pids(ProcCore *self, void *Py_UNUSED(closure))
 {
     PyObject *list = PyList_New(0);
-    if (list == NULL)
-        return NULL;
+    if (list == NULL || PP_FOREIGN(self))
+        return list;
     pthread_mutex_lock(&self->mutex);
     int n = self->nprocs;
     pid_t pids[n > 0 ? n : 1];
@@ -1825,6 +1853,8 @@ static PyObject *
 ProcCore_get_error(ProcCore *self, void *Py_UNUSED(closure))
 {
     PyObject *r;
+    if (PP_FOREIGN(self))
+        Py_RETURN_NONE;
     pthread_mutex_lock(&self->mutex);
     if (self->error_what == NULL)
         r = Py_NewRef(Py_None);
@@ -1839,6 +1869,8 @@ ProcCore_get_error(ProcCore *self, void *Py_UNUSED(closure))
 static PyObject *
 ProcCore_get_pending(ProcCore *self, void *Py_UNUSED(closure))
 {
+    if (PP_FOREIGN(self))
+        return PyLong_FromLong(0);
     pthread_mutex_lock(&self->mutex);
     Py_ssize_t n = self->npending;
     pthread_mutex_unlock(&self->mutex);
@@ -1848,6 +1880,8 @@ ProcCore_get_pending(ProcCore *self, void *Py_UNUSED(closure))
 static PyObject *
 ProcCore_get_finished(ProcCore *self, void *Py_UNUSED(closure))
 {
+    if (PP_FOREIGN(self))
+        Py_RETURN_TRUE;
     pthread_mutex_lock(&self->mutex);
     int f = self->finished;
     pthread_mutex_unlock(&self->mutex);

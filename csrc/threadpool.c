@@ -32,6 +32,7 @@ typedef struct {
     Py_ssize_t max_idle;     /* workers idle beyond this many leave (-1: none leave) */
     int closed;              /* no more put(); workers leave once the queue drains */
     int stopped;             /* workers leave after their current task */
+    unsigned long fork_gen;  /* pb_fork_generation when made */
 } ThreadCore;
 
 /* Returns 0, or -1 with MemoryError set. Called with the mutex held. */
@@ -65,6 +66,36 @@ tc_pop(ThreadCore *self, tc_task *out)
     return 1;
 }
 
+/* Locks the mutex, GIL held. An engine inherited through fork is adopted
+ * first: the workers asleep in it at the fork do not exist in the child.
+ * Returns 1 with the mutex held, or 0 if the fork caught it held, in which
+ * case the engine's state may be torn and is left alone. */
+static int
+tc_try_lock(ThreadCore *self)
+{
+    if (PEBBLE_LIKELY(self->fork_gen == pb_fork_generation)) {
+        pthread_mutex_lock(&self->mutex);
+        return 1;
+    }
+    if (pthread_mutex_trylock(&self->mutex) != 0)
+        return 0;
+    pthread_cond_init(&self->cond, NULL);
+    self->nwaiting = 0;
+    self->fork_gen = pb_fork_generation;
+    return 1;
+}
+
+/* As tc_try_lock. 0, or -1 with RuntimeError set. */
+static int
+tc_lock(ThreadCore *self)
+{
+    if (tc_try_lock(self))
+        return 0;
+    PyErr_SetString(PyExc_RuntimeError,
+                    "this thread pool was busy when the process forked and cannot be used in the child");
+    return -1;
+}
+
 static PyObject *
 ThreadCore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
@@ -85,6 +116,7 @@ ThreadCore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return PyErr_SetFromErrno(PyExc_OSError);
     }
     self->max_idle = max_idle;
+    self->fork_gen = pb_fork_generation;
     return (PyObject *)self;
 }
 
@@ -93,8 +125,11 @@ ThreadCore_traverse(ThreadCore *self, visitproc visit, void *arg)
 {
     int rc = 0;
     Py_VISIT(Py_TYPE(self));
-    /* Workers pop without the GIL: the ring is read under the mutex. */
-    pthread_mutex_lock(&self->mutex);
+    /* Workers pop without the GIL: the ring is read under the mutex. In a
+     * forked child whose parent held it, nothing is visited: references
+     * not reported only keep their objects alive. */
+    if (!tc_try_lock(self))
+        return 0;
     for (Py_ssize_t i = 0; i < self->len && rc == 0; i++) {
         tc_task *t = &self->ring[(self->head + i) & (self->cap - 1)];
         if ((rc = visit(t->future, arg)) == 0 && (rc = visit(t->fn, arg)) == 0
@@ -112,7 +147,8 @@ ThreadCore_clear(ThreadCore *self)
      * Dropping a reference may run Python code, so not under the mutex. */
     for (;;) {
         tc_task t;
-        pthread_mutex_lock(&self->mutex);
+        if (!tc_try_lock(self))
+            break;
         int got = tc_pop(self, &t);
         pthread_mutex_unlock(&self->mutex);
         if (!got)
@@ -131,9 +167,12 @@ ThreadCore_dealloc(ThreadCore *self)
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     ThreadCore_clear(self);
-    PyMem_RawFree(self->ring);
-    pthread_cond_destroy(&self->cond);
-    pthread_mutex_destroy(&self->mutex);
+    /* An engine that a fork caught mid-operation is leaked, not torn down. */
+    if (self->fork_gen == pb_fork_generation) {
+        PyMem_RawFree(self->ring);
+        pthread_cond_destroy(&self->cond);
+        pthread_mutex_destroy(&self->mutex);
+    }
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -159,7 +198,8 @@ ThreadCore_put(ThreadCore *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     int covered;
-    pthread_mutex_lock(&self->mutex);
+    if (tc_lock(self) < 0)
+        return NULL;
     if (self->closed || self->stopped) {
         pthread_mutex_unlock(&self->mutex);
         PyErr_SetString(PyExc_RuntimeError, "The Pool is not active");
@@ -252,7 +292,8 @@ ThreadCore_work(ThreadCore *self, PyObject *const *args, Py_ssize_t nargs)
             result = Py_True;
             break;
         }
-        pthread_mutex_lock(&self->mutex);
+        if (tc_lock(self) < 0)
+            break;
         got = self->stopped ? 0 : tc_pop(self, &t);
         if (!got && !self->closed && !self->stopped) {
             /* Sleep without the GIL until there is work. */
@@ -283,7 +324,7 @@ ThreadCore_work(ThreadCore *self, PyObject *const *args, Py_ssize_t nargs)
         done++;
     }
     Py_DECREF(self);
-    return Py_NewRef(result);
+    return Py_XNewRef(result);
 }
 
 /* Moves every queued task's future into a new list. GIL held. */
@@ -295,7 +336,10 @@ tc_drain(ThreadCore *self)
         return NULL;
     for (;;) {
         tc_task t;
-        pthread_mutex_lock(&self->mutex);
+        if (tc_lock(self) < 0) {
+            Py_DECREF(futures);
+            return NULL;
+        }
         int got = tc_pop(self, &t);
         pthread_mutex_unlock(&self->mutex);
         if (!got)
@@ -320,7 +364,8 @@ PyDoc_STRVAR(ThreadCore_close_doc,
 static PyObject *
 ThreadCore_close(ThreadCore *self, PyObject *Py_UNUSED(ignored))
 {
-    pthread_mutex_lock(&self->mutex);
+    if (tc_lock(self) < 0)
+        return NULL;
     self->closed = 1;
     pthread_cond_broadcast(&self->cond);
     pthread_mutex_unlock(&self->mutex);
@@ -335,7 +380,8 @@ PyDoc_STRVAR(ThreadCore_stop_doc,
 static PyObject *
 ThreadCore_stop(ThreadCore *self, PyObject *Py_UNUSED(ignored))
 {
-    pthread_mutex_lock(&self->mutex);
+    if (tc_lock(self) < 0)
+        return NULL;
     self->stopped = 1;
     self->closed = 1;
     pthread_cond_broadcast(&self->cond);
@@ -356,7 +402,8 @@ ThreadCore_drain(ThreadCore *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 ThreadCore_get_pending(ThreadCore *self, void *Py_UNUSED(closure))
 {
-    pthread_mutex_lock(&self->mutex);
+    if (tc_lock(self) < 0)
+        return NULL;
     Py_ssize_t n = self->len;
     pthread_mutex_unlock(&self->mutex);
     return PyLong_FromSsize_t(n);
@@ -365,7 +412,8 @@ ThreadCore_get_pending(ThreadCore *self, void *Py_UNUSED(closure))
 static PyObject *
 ThreadCore_get_idle(ThreadCore *self, void *Py_UNUSED(closure))
 {
-    pthread_mutex_lock(&self->mutex);
+    if (tc_lock(self) < 0)
+        return NULL;
     Py_ssize_t n = self->nwaiting;
     pthread_mutex_unlock(&self->mutex);
     return PyLong_FromSsize_t(n);
