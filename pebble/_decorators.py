@@ -162,6 +162,43 @@ def _set_exception(future: asyncio.Future, error: BaseException) -> None:
         future.set_exception(error)
 
 
+def to_asyncio(source: Any, loop: asyncio.AbstractEventLoop) -> asyncio.Future:
+    """An asyncio future of *loop* that takes the outcome of the concurrent *source*.
+
+    The outcome is passed on as it is: ``asyncio.wrap_future`` would turn
+    ``concurrent.futures.TimeoutError`` into asyncio's own class on Python
+    3.10, where the two differ. Cancelling the asyncio future cancels *source*.
+    """
+    target = loop.create_future()
+
+    def cancel_source(future: asyncio.Future) -> None:
+        if future.cancelled():
+            source.cancel()
+
+    def copy(done: Any) -> None:
+        try:
+            loop.call_soon_threadsafe(_copy_outcome, target, done)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    target.add_done_callback(cancel_source)
+    source.add_done_callback(copy)
+    return target
+
+
+def _copy_outcome(target: asyncio.Future, source: Any) -> None:
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+        return
+    error = source.exception()
+    if error is not None:
+        _set_exception(target, error)
+    else:
+        target.set_result(source.result())
+
+
 def get_loop() -> asyncio.AbstractEventLoop:
     """The running event loop, or the current thread's loop outside of one."""
     try:

@@ -24,7 +24,7 @@ def _wrap(function: Callable[..., Any],
     def wrapper(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
         loop = _decorators.get_loop()
         # Resolved through loop.call_soon_threadsafe; cancelling it kills the process.
-        return asyncio.wrap_future(call.launch(wrapper, args, kwargs), loop=loop)
+        return _decorators.to_asyncio(call.launch(wrapper, args, kwargs), loop)
 
     wrapper.__pebble_original__ = function  # type: ignore[attr-defined]
     return _decorators.update_wrapper(wrapper, function)

@@ -24,8 +24,8 @@ def _wrap(function: Callable[..., Any],
     if pool is not None:
         def wrapper(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
             loop = _decorators.get_loop()
-            return asyncio.wrap_future(pool.schedule(function, args=args, kwargs=kwargs),
-                                       loop=loop)
+            return _decorators.to_asyncio(pool.schedule(function, args=args, kwargs=kwargs),
+                                          loop)
     else:
         launch = _decorators.thread_launcher
         completion = _decorators.AsyncCompletion

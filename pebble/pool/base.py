@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import TimeoutError as FuturesTimeoutError
 from functools import partial
 from typing import Any, Callable, Iterable, Optional, Sequence, Tuple, TypeVar
 
@@ -81,7 +82,7 @@ class BasePool:
             raise RuntimeError("The Pool is still running")
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._join(deadline):
-            raise TimeoutError("Workers are still running")
+            raise FuturesTimeoutError("Workers are still running")
 
     def _close(self) -> None:
         raise NotImplementedError
