@@ -1,12 +1,13 @@
 """pebble: threading and multiprocessing eye-candy on a native engine."""
 
 try:
-    from pebble import _pebble
-except ImportError as _error:  # pragma: no cover - depends on how pebble was built
+    import pebble._pebble as _pebble
+except ModuleNotFoundError as _error:  # pragma: no cover - depends on how pebble was built
     import os as _os
 
     _here = _os.path.dirname(_os.path.abspath(__file__))
-    if not _os.path.exists(_os.path.join(_here, _os.pardir, "setup.py")):
+    if _error.name != "pebble._pebble" or not _os.path.exists(
+            _os.path.join(_here, _os.pardir, "setup.py")):
         raise
     raise ImportError(
         "pebble is imported from its source tree (%s), which holds no compiled "

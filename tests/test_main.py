@@ -55,3 +55,18 @@ def test_main_job_runs(where, tmp_path):
     assert "ProcessPool round trip" in done.stdout
     assert "e+0" not in done.stdout
     assert "faster" in done.stdout or "slower" in done.stdout
+
+
+@pytest.mark.timeout(60)
+def test_checkout_without_a_build_says_what_to_run(tmp_path):
+    """A source tree with no compiled extension fails with the command to run."""
+    checkout = tmp_path / "checkout"
+    (checkout / "pebble").mkdir(parents=True)
+    (checkout / "setup.py").write_text("")
+    for source in (ROOT / "pebble").glob("*.py"):
+        (checkout / "pebble" / source.name).write_text(source.read_text())
+    done = subprocess.run([sys.executable, "-c", "import pebble"], cwd=checkout,
+                          capture_output=True, text=True, timeout=50)
+    assert done.returncode != 0
+    assert "python -m pip install ." in done.stderr, done.stderr
+    assert str(checkout) in done.stderr
