@@ -500,6 +500,7 @@ def test_map_iteration_after_stop():
 
 
 def test_exit_zero_is_process_expired_promptly(pool):
+    worker_pid(pool)  # the workers are up: only the detection is timed
     start = time.monotonic()
     error = pool.schedule(pf.exit_process, args=(0,)).exception(timeout=10)
     assert time.monotonic() - start < 1
