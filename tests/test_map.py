@@ -5,6 +5,7 @@ import io
 import itertools
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -714,3 +715,50 @@ def test_map_iterator_is_collected_in_cycles():
     del holder
     gc.collect()
     assert ref() is None
+
+
+def delayed_identity(x):
+    time.sleep(0.3 if x % 4 == 0 else 0.0)
+    return x
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("options", [{}, {"buffersize": 2}, {"ordered": False}],
+                         ids=["eager", "bounded", "unordered"])
+def test_ctrl_c_while_iterating_loses_nothing(pool, options):
+    """KeyboardInterrupt while next() waits for a chunk; iterating again resumes there."""
+    results = pool.map(delayed_identity, range(24), chunksize=2, **options).result()
+    armed = [False]
+
+    def interrupt(signum, frame):
+        if armed[0]:  # only inside next(), never in the test's own bookkeeping
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    seen, interrupts = [], 0
+    try:
+        while True:
+            timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
+            timer.start()
+            try:
+                armed[0] = True
+                value = next(results)
+                armed[0] = False
+            except KeyboardInterrupt:
+                armed[0] = False
+                interrupts += 1
+                continue
+            except StopIteration:
+                break
+            finally:
+                armed[0] = False
+                timer.cancel()
+                timer.join()
+            seen.append(value)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert interrupts > 0
+    if options.get("ordered", True):
+        assert seen == list(range(24))
+    else:
+        assert sorted(seen) == list(range(24))

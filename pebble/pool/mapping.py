@@ -258,10 +258,15 @@ class MapRun(Generic[T]):
                 self._fill(1)
                 continue
             if self._buffersize is not None and self._source is not None:
-                if self._deadline is not None and time.monotonic() >= self._deadline:
-                    self._stop_pulling()
-                else:
-                    self._fill(1)
+                try:
+                    if self._deadline is not None and time.monotonic() >= self._deadline:
+                        self._stop_pulling()
+                    else:
+                        self._fill(1)
+                except BaseException:  # Ctrl-C while refilling: keep the chunk
+                    with self._lock:
+                        self._queue.appendleft(entry)
+                    raise
             return entry
 
     def _next_finished(self) -> Optional[Tuple[Future, int]]:
@@ -304,6 +309,12 @@ class MapRun(Generic[T]):
                 return (MapError(future.exception()),)  # type: ignore[arg-type]
             return (MapError(TimeoutError("Map timeout", self._timeout)),)
         except BaseException as error:
+            if not future.done():
+                # The wait itself was interrupted (Ctrl-C): the chunk goes
+                # back, so iterating again resumes with it.
+                with self._lock:
+                    self._queue.appendleft(entry)
+                raise
             return (MapError(error),)
 
 
