@@ -197,11 +197,18 @@ def _execute(payload: Any, nbufs: int = 0) -> Tuple[int, Any, Optional[list]]:
         _pickler.dump(result)
     except BaseException as error:
         _pickler.clear_memo()
+        _chunks.clear()
+        _buffers.clear()
         return _dump_error(error)
     finally:
         result = None
     _pickler.clear_memo()
-    return _pebble.FRAME_RESULT, _chunks, _buffers or None
+    # The pickler's own lists are emptied now: an idle worker must not keep
+    # its last result alive through them.
+    chunks, buffers = list(_chunks), list(_buffers) or None
+    _chunks.clear()
+    _buffers.clear()
+    return _pebble.FRAME_RESULT, chunks, buffers
 
 
 def _remote(error: BaseException) -> RemoteException:

@@ -183,3 +183,28 @@ def test_interpreter_exit_with_live_pool(method, state, tmp_path):
     workers = [int(pid) for pid in result.stdout.split()]
     assert len(workers) == 2
     assert wait_until(lambda: all(pid_gone(pid) for pid in workers), 5)
+
+
+def rss_mib(pid):
+    with open("/proc/%d/status" % pid) as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS for %d" % pid)
+
+
+def big_bytearray(size):
+    return bytearray(size)  # pickled out of band
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("make", [pf.big_result, big_bytearray], ids=["bytes", "bytearray"])
+def test_idle_worker_drops_its_last_result(make):
+    size = 300 * 1024 * 1024
+    with ProcessPool(1, context=multiprocessing.get_context("fork")) as pool:
+        pid = pool.schedule(pf.getpid).result(30)
+        baseline = rss_mib(pid)
+        assert len(pool.schedule(make, (size,)).result(60)) == size
+        # Nothing more is asked of the worker: its memory goes back all the same.
+        assert wait_until(lambda: rss_mib(pid) < baseline + 64, timeout=10), \
+            (baseline, rss_mib(pid))
