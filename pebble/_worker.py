@@ -80,12 +80,16 @@ def spawn_main(launcher_pid: int) -> None:
     """Entry point of a worker started as a fresh interpreter (fds 3 and 4)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _pebble.set_parent_death_signal(launcher_pid)
+    # Inherited through exec, so inheritable: programs the tasks run must not hold them.
+    os.set_inheritable(3, False)
+    os.set_inheritable(4, False)
     worker_main(3, 4, None)
 
 
 def spawned_launcher_main(ctl_fd: int, boot_fd: int) -> None:
     """Entry point of a launcher started as a fresh interpreter (spawn, forkserver)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.set_inheritable(ctl_fd, False)
     parent = os.getppid()
     with os.fdopen(boot_fd, "rb") as boot:
         config = pickle.load(boot)

@@ -256,3 +256,18 @@ def raise_error(cls):
 def return_ghost():
     """An instance of a class that cannot be found by name."""
     return type("Ghost", (), {"__module__": __name__})()
+
+
+def fds_seen_by_a_subprocess():
+    """The pipes and sockets beyond stdio that a shell started by the task holds
+    (close_fds off, as with os.system)."""
+    import subprocess
+    out = subprocess.check_output(["sh", "-c", "ls -l /proc/$$/fd"], close_fds=False, text=True)
+    held = []
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[-2] == "->" and fields[-3].isdigit():
+            fd, target = int(fields[-3]), fields[-1]
+            if fd > 2 and target.startswith(("pipe:", "socket:")):
+                held.append((fd, target))
+    return held

@@ -208,3 +208,19 @@ def test_idle_worker_drops_its_last_result(make):
         # Nothing more is asked of the worker: its memory goes back all the same.
         assert wait_until(lambda: rss_mib(pid) < baseline + 64, timeout=10), \
             (baseline, rss_mib(pid))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_programs_run_by_a_task_hold_no_pool_channel(method):
+    # Descriptors this test process itself lets children inherit are not the pool's.
+    ours = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.get_inheritable(int(name)):
+                ours.add(int(name))
+        except OSError:
+            pass
+    with ProcessPool(1, context=multiprocessing.get_context(method)) as pool:
+        held = pool.schedule(pf.fds_seen_by_a_subprocess).result(30)
+    assert [(fd, target) for fd, target in held if fd not in ours] == []
