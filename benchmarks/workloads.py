@@ -497,6 +497,58 @@ def proc_maxtasks1(impl, quick):
     return rate(n, elapsed), "tasks/s", detail
 
 
+_BALLAST = []
+
+
+def big_parent(quick):
+    """Make this process hold 1 GiB (256 MiB with --quick) of touched memory."""
+    size = (256 if quick else 1024) << 20
+    with setup_phase():
+        _BALLAST.append(b"x" * size)
+    return size >> 20
+
+
+def _maxtasks1(impl, quick, method, ballast):
+    import multiprocessing
+    n = 40 if quick else 200
+    detail = {"n": n, "method": method}
+    if ballast:
+        detail["parent_mib"] = big_parent(quick)
+    context = multiprocessing.get_context(method)
+    with setup_phase():
+        if impl in PEBBLE_IMPLS:
+            pool = process_pool(impl, 2, max_tasks=1, context=context)
+        elif impl == "futures":
+            if sys.version_info < (3, 11):
+                raise NotImplementedError("max_tasks_per_child needs 3.11")
+            if method == "fork":
+                raise NotImplementedError("max_tasks_per_child refuses fork")
+            pool = process_pool(impl, 2, max_tasks_per_child=1, mp_context=context)
+        else:
+            pool = context.Pool(2, maxtasksperchild=1)
+    try:
+        start = time.perf_counter()
+        handles = [submit(impl, pool, ident, i) for i in range(n)]
+        results = [result_of(impl, h) for h in handles]
+        elapsed = time.perf_counter() - start
+    finally:
+        close_pool(impl, pool)
+    check(results == list(range(n)), "maxtasks1 results")
+    return rate(n, elapsed), "tasks/s", detail
+
+
+def proc_maxtasks1_fork_big(impl, quick):
+    return _maxtasks1(impl, quick, "fork", True)
+
+
+def proc_maxtasks1_forkserver(impl, quick):
+    return _maxtasks1(impl, quick, "forkserver", False)
+
+
+def proc_maxtasks1_forkserver_big(impl, quick):
+    return _maxtasks1(impl, quick, "forkserver", True)
+
+
 def proc_asyncio(impl, quick):
     n = 500 if quick else 2000
     pool = process_pool(impl, 2)
@@ -731,6 +783,13 @@ def proc_decorator(impl, quick):
     return per_call * 1e3, "ms/call", {"n": n}
 
 
+def proc_decorator_big(impl, quick):
+    n = 10 if quick else 50
+    detail = {"n": n, "parent_mib": big_parent(quick)}
+    per_call = sequential_calls(decorated("process_ident"), n, 2, "proc_decorator_big")
+    return per_call * 1e3, "ms/call", detail
+
+
 def proc_async_decorator(impl, quick):
     n = 15 if quick else 100
     async_process_ident = decorated("async_process_ident")
@@ -819,6 +878,14 @@ WORKLOADS = {w.function.__name__: w for w in [
              "SIGKILLed worker: death to ProcessExpired, median of {n}"),
     Workload(proc_maxtasks1, "process", HIGHER, ALL_IMPLS,
              "ProcessPool(2, max_tasks=1): {n} tiny tasks", max_repeat=3),
+    Workload(proc_maxtasks1_fork_big, "process", HIGHER, ALL_IMPLS,
+             "ProcessPool(2, max_tasks=1), fork, parent holding 1 GiB: {n} tiny tasks",
+             max_repeat=3),
+    Workload(proc_maxtasks1_forkserver, "process", HIGHER, ALL_IMPLS,
+             "ProcessPool(2, max_tasks=1), forkserver: {n} tiny tasks", max_repeat=3),
+    Workload(proc_maxtasks1_forkserver_big, "process", HIGHER, ALL_IMPLS,
+             "ProcessPool(2, max_tasks=1), forkserver, parent holding 1 GiB: {n} tiny tasks",
+             max_repeat=3),
     Workload(proc_asyncio, "process", HIGHER, WITH_FUTURES,
              "ProcessPool(2): asyncio gather of {n} futures"),
     Workload(proc_bigresult, "process", HIGHER, ALL_IMPLS,
@@ -849,6 +916,9 @@ WORKLOADS = {w.function.__name__: w for w in [
              "ordered=False: mean latency of a result"),
     Workload(proc_decorator, "decorators", LOWER, PEBBLE_ONLY,
              "@concurrent.process call + result, {n} in sequence"),
+    Workload(proc_decorator_big, "decorators", LOWER, PEBBLE_ONLY,
+             "@concurrent.process call + result, parent holding 1 GiB, {n} in sequence",
+             max_repeat=3),
     Workload(proc_async_decorator, "decorators", LOWER, PEBBLE_ONLY,
              "@asynchronous.process awaited, {n} in sequence", max_repeat=3),
     Workload(proc_decorator_timeout, "decorators", LOWER, PEBBLE_ONLY,
