@@ -190,6 +190,24 @@ MapIterator_dealloc(MapIterator *self)
     Py_DECREF(tp);
 }
 
+PyDoc_STRVAR(MapIterator_next_doc,
+"next($self, /)\n--\n\n"
+"The next value, as next(iterator) would give it (Pebble's iterators have it).");
+
+static PyObject *
+MapIterator_next_method(MapIterator *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *value = MapIterator_next(self);
+    if (value == NULL && !PyErr_Occurred())
+        PyErr_SetNone(PyExc_StopIteration);
+    return value;
+}
+
+static PyMethodDef MapIterator_methods[] = {
+    {"next", (PyCFunction)MapIterator_next_method, METH_NOARGS, MapIterator_next_doc},
+    {NULL, NULL, 0, NULL},
+};
+
 PyDoc_STRVAR(MapIterator_doc,
 "MapIterator(fetch, error_type)\n--\n\n"
 "Iterates over the values of the chunks returned by fetch() (a list or a\n"
@@ -203,6 +221,7 @@ static PyType_Slot MapIterator_slots[] = {
     {Py_tp_clear, MapIterator_clear},
     {Py_tp_iter, PyObject_SelfIter},
     {Py_tp_iternext, MapIterator_next},
+    {Py_tp_methods, MapIterator_methods},
     {Py_tp_doc, (void *)MapIterator_doc},
     {0, NULL},
 };

@@ -105,7 +105,7 @@ class ThreadPool(BasePool):
         self._core.put(future, function, args, kwargs)
         return future
 
-    def submit(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> Future[R]:
+    def submit(self, function: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Schedule *function(\\*args, \\*\\*kwargs)* (``Executor.submit`` style)."""
         return self.schedule(function, args=args, kwargs=kwargs)
 
