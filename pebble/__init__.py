@@ -2,7 +2,8 @@
 
 from pebble import _decorators, asynchronous, concurrent
 from pebble._version import __version__ as __version__
-from pebble.common import MapFuture, ProcessExpired, ProcessFuture, ProcessMapFuture
+from pebble.errors import ProcessExpired
+from pebble.futures import MapFuture, ProcessFuture, ProcessMapFuture
 from pebble.functions import sighandler, synchronized, waitforqueues, waitforthreads
 from pebble.pool import ProcessPool, ThreadPool
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, ParamSpec, TypeVar, overload
 
 from pebble import _decorators
-from pebble.common import ProcessFuture, check_timeout
+from pebble.futures import ProcessFuture
+from pebble.validators import check_timeout
 
 if TYPE_CHECKING:
     from pebble.pool.process import ProcessPool

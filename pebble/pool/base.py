@@ -8,12 +8,15 @@ from concurrent.futures import Future, InvalidStateError
 from functools import partial
 from typing import Any, Callable, Iterable, Optional, Sequence, Tuple, TypeVar
 
-from pebble.common import (CLOSED, CREATED, ERROR, RUNNING_STATE, STOPPED,
-                           check_chunksize, check_timeout)
-from pebble.pool.mapping import MapRun, check_buffersize, input_length, make_progress
+from pebble.pool.mapping import MapRun, input_length
+from pebble.progress import make_progress
+from pebble.validators import check_buffersize, check_chunksize, check_timeout
 
 _PoolT = TypeVar("_PoolT", bound="BasePool")
 _FutureT = TypeVar("_FutureT", bound="Future[Any]")
+
+# Pool states, shared by both pools.
+CREATED, RUNNING_STATE, CLOSED, STOPPED, ERROR = range(5)
 
 _STATE_NAMES = {CREATED: "CREATED", RUNNING_STATE: "RUNNING", CLOSED: "CLOSED",
                 STOPPED: "STOPPED", ERROR: "ERROR"}
