@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Tuple, Union
 
 def check_chunksize(chunksize: Any) -> int:
     """Validate a map chunksize and return it as an int (floats are rounded up)."""
@@ -26,11 +26,17 @@ def check_buffersize(buffersize: Any) -> Optional[int]:
         raise ValueError("buffersize must be >= 1")
     return buffersize
 
-def check_timeout(timeout: Any, name: str = "timeout") -> Optional[float]:
-    """Validate an optional timeout in seconds."""
+def check_timeout(timeout: Any, name: str = "timeout",
+                  kinds: Union[type, Tuple[type, ...]] = (int, float)) -> Optional[float]:
+    """Validate an optional timeout in seconds: None, or a non-negative number.
+
+    Returns it as a float (an infinite timeout stays infinite). What counts
+    as a number is *kinds*; bools never do.
+    """
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+    number: Any = timeout  # compared below as it came, not as isinstance() narrows it
+    if isinstance(number, bool) or not isinstance(number, kinds):
         raise TypeError("%s must be a number or None, not %s" % (name, type(timeout).__name__))
     if timeout != timeout or timeout < 0:
         raise ValueError("%s must be a non-negative number" % name)
