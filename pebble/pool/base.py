@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future, InvalidStateError
+from enum import IntEnum
 from functools import partial
 from typing import Any, Callable, Iterable, Optional, Sequence, Tuple, TypeVar
 
@@ -15,18 +16,30 @@ from pebble.validators import check_buffersize, check_chunksize, check_timeout
 _PoolT = TypeVar("_PoolT", bound="BasePool")
 _FutureT = TypeVar("_FutureT", bound="Future[Any]")
 
-# Pool states, shared by both pools.
-CREATED, RUNNING_STATE, CLOSED, STOPPED, ERROR = range(5)
 
-_STATE_NAMES = {CREATED: "CREATED", RUNNING_STATE: "RUNNING", CLOSED: "CLOSED",
-                STOPPED: "STOPPED", ERROR: "ERROR"}
+class PoolState(IntEnum):
+    """Where a pool is in its life; ERROR means it broke and accepts no work."""
+
+    CREATED = 0
+    RUNNING = 1
+    CLOSED = 2
+    STOPPED = 3
+    ERROR = 4
+
+
+# The short names the pools use, importable from pebble.common as before.
+CREATED = PoolState.CREATED
+RUNNING_STATE = PoolState.RUNNING
+CLOSED = PoolState.CLOSED
+STOPPED = PoolState.STOPPED
+ERROR = PoolState.ERROR
 
 
 class BasePool:
     """State machine and lifecycle shared by ThreadPool and ProcessPool."""
 
     def __init__(self) -> None:
-        self._state = CREATED
+        self._state: PoolState = CREATED
         self._state_lock = threading.RLock()
         self._error: Optional[BaseException] = None
 
@@ -40,7 +53,7 @@ class BasePool:
         self.join()
 
     def __repr__(self) -> str:
-        return "<%s %s>" % (type(self).__name__, _STATE_NAMES.get(self._state, "?"))
+        return "<%s %s>" % (type(self).__name__, self._state.name)
 
     def _check_pool_state(self) -> None:
         """Raise RuntimeError unless new work is accepted; start the pool lazily."""
