@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 def check_chunksize(chunksize: Any) -> int:
     """Validate a map chunksize and return it as an int (floats are rounded up)."""
@@ -92,3 +92,12 @@ def check_call(function: Any, args: Any, kwargs: Any) -> Tuple[tuple, dict]:
         except (TypeError, ValueError):
             raise TypeError("kwargs must be a mapping, not %s" % type(kwargs).__name__) from None
     return args, kwargs
+
+
+def check_name_daemon(params: Dict[str, Any]) -> None:
+    """Validate the ``name`` and ``daemon`` decorator parameters."""
+    if params["name"] is not None and not isinstance(params["name"], str):
+        raise TypeError("name must be a string or None, not %s"
+                        % type(params["name"]).__name__)
+    if not isinstance(params["daemon"], bool):
+        raise TypeError("daemon must be a bool, not %s" % type(params["daemon"]).__name__)

@@ -88,8 +88,8 @@ SCENARIOS = {
             future = decorated()
             while not future.running():
                 time.sleep(0.01)
-            from pebble import _decorators
-            report(next(iter(_decorators._engines.values())))
+            from pebble import _process_call
+            report(next(iter(_process_call._engines.values())))
     ''',
 }
 
