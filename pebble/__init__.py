@@ -15,13 +15,14 @@ except ModuleNotFoundError as _error:  # pragma: no cover - depends on how pebbl
         "or run from another directory" % (_here, _os.path.dirname(_here))
     ) from _error
 
-from pebble import _decorators, asynchronous, concurrent
+from pebble import _process_call, asynchronous, concurrent
 from pebble._version import __version__ as __version__
-from pebble.common import MapFuture, ProcessExpired, ProcessFuture, ProcessMapFuture
+from pebble.errors import ProcessExpired
+from pebble.futures import MapFuture, ProcessFuture, ProcessMapFuture
 from pebble.functions import sighandler, synchronized, waitforqueues, waitforthreads
 from pebble.pool import ProcessPool, ThreadPool
 
-_decorators.register_exit_hook()
+_process_call.register_exit_hook()
 
 __all__ = ["waitforthreads", "waitforqueues", "synchronized", "sighandler",
            "ProcessFuture", "MapFuture", "ProcessMapFuture", "ProcessExpired",

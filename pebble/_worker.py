@@ -9,7 +9,8 @@ import sys
 from typing import Any, List, Optional, Tuple
 
 from pebble import _pebble
-from pebble.common import RemoteException, format_exception, run_chunk
+from pebble.errors import RemoteException, format_exception
+from pebble.pool.mapping import run_chunk
 
 # (initializer, initargs) inherited by forked workers.
 _INIT: Optional[Tuple[Any, tuple]] = None

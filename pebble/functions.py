@@ -23,6 +23,8 @@ import time
 from typing import (Any, Callable, Dict, Iterable, List, Optional, Protocol,
                     Sequence, TypeVar, Union, cast, overload)
 
+from pebble.validators import check_timeout
+
 __all__ = ["synchronized", "sighandler", "waitforthreads", "waitforqueues"]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -146,16 +148,9 @@ def sighandler(signals: SignalsArg) -> Callable[[F], F]:
 # -- argument checks shared by the wait functions ---------------------------
 
 def _check_timeout(timeout: object) -> Optional[float]:
-    """Returns the timeout as a float, or None for no limit."""
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
-        raise TypeError("timeout must be None or a real number, got %r"
-                        % (type(timeout).__name__,))
-    value = float(timeout)
-    if math.isnan(value) or value < 0:
-        raise ValueError("timeout must be non-negative, got %r" % (timeout,))
-    return None if math.isinf(value) else value
+    """The timeout of a wait as a float, or None for no limit (an infinite one too)."""
+    value = check_timeout(timeout, kinds=numbers.Real)
+    return None if value is not None and math.isinf(value) else value
 
 
 def _check_items(items: object, kind: type, what: str) -> list:

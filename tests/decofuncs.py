@@ -1,26 +1,19 @@
 """Module-level functions for the process decorator tests.
 
 They live in an importable module so that spawn and forkserver workers can
-find them by name; the decorated ones pickle by name as their wrapper.
+find them by name; the decorated ones pickle by name as their wrapper. Plain
+tasks come from ``procfuncs``.
 """
 
 import multiprocessing
 import os
 import signal
-import threading
 import time
 
+import procfuncs
 from pebble import asynchronous, concurrent
 
 # -- undecorated ---------------------------------------------------------------
-
-
-def plain_add(a, b=0):
-    return a + b
-
-
-def plain_getpid():
-    return os.getpid()
 
 
 def plain_sleep(seconds):
@@ -135,8 +128,7 @@ def exit_with(code):
 
 @concurrent.process
 def kill_self(signum):
-    os.kill(os.getpid(), signum)
-    time.sleep(10)
+    return procfuncs.kill_self(signum)
 
 
 @concurrent.process
@@ -146,7 +138,7 @@ def identity(value):
 
 @concurrent.process
 def return_lock():
-    return threading.Lock()
+    return procfuncs.return_lock()
 
 
 @concurrent.process

@@ -70,6 +70,26 @@ def ignore_sigterm_sleep(seconds):
     return "finished"
 
 
+# -- large data (arguments and results travelling out of band) ------------
+
+def poke(buffer, value):
+    """Write into an argument received out of band; return its size and head."""
+    buffer[0] = value
+    return len(buffer), bytes(buffer[:4])
+
+
+def make_bytearray(size, fill):
+    return bytearray([fill]) * size
+
+
+def make_bytes(size):
+    return bytes(size)
+
+
+def checksum(*buffers):
+    return [sum(memoryview(b).cast("B")[::4096]) for b in buffers]
+
+
 # -- failing tasks -------------------------------------------------------
 
 class CustomError(Exception):
@@ -256,6 +276,19 @@ def raise_error(cls):
 def return_ghost():
     """An instance of a class that cannot be found by name."""
     return type("Ghost", (), {"__module__": __name__})()
+
+
+# -- the soak test ---------------------------------------------------------
+
+def soak_task(i):
+    """The outcome of soak task *i* is a function of *i* (see test_soak.check())."""
+    if i % 100 == 0:
+        raise ValueError(i)
+    if i % 4999 == 1:
+        time.sleep(10)            # scheduled with a timeout
+    if i % 5003 == 2:
+        os._exit(3)
+    return i * 2
 
 
 def fds_seen_by_a_subprocess():

@@ -1,11 +1,31 @@
-"""Helpers for the process pool tests: inspecting processes through /proc."""
+"""Helpers for the process tests: the start methods, inspecting processes
+through /proc, running scripts in a fresh interpreter."""
 
+import contextlib
+import multiprocessing
 import os
 import subprocess
 import sys
+import textwrap
 import time
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+#: Every start method; the ``start_method`` and ``context`` fixtures go through them.
+START_METHODS = ("fork", "spawn", "forkserver")
+#: Tests making many calls or pools skip spawn: each of its workers starts an interpreter.
+CHEAP_START_METHODS = ("fork", "forkserver")
+
+
+@contextlib.contextmanager
+def default_start_method(method):
+    """Make *method* the default start method (what ``context=None`` means) meanwhile."""
+    previous = multiprocessing.get_start_method(allow_none=True)
+    multiprocessing.set_start_method(method, force=True)
+    try:
+        yield method
+    finally:
+        multiprocessing.set_start_method(previous, force=True)
 
 
 def wait_until(predicate, timeout=5.0, interval=0.005):
@@ -37,6 +57,30 @@ def pid_alive(pid):
 
 def pid_gone(pid):
     return not pid_alive(pid)
+
+
+def wait_gone(pid, timeout=2.0, allow_zombie=False):
+    """Wait until *pid* no longer runs (and is reaped, unless *allow_zombie*); return how long."""
+    start = time.monotonic()
+    while True:
+        stat = proc_stat(pid)
+        if stat is None or (allow_zombie and stat[0] in "ZX"):
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise AssertionError("process %d still there after %.1fs: state %s"
+                                 % (pid, timeout, stat[0]))
+        time.sleep(0.005)
+
+
+def wait_pid_file(path, timeout=30.0):
+    """Wait for a process to publish its pid in *path*; return the pid."""
+    start = time.monotonic()
+    while not os.path.exists(path):
+        if time.monotonic() - start > timeout:
+            raise AssertionError("%s never appeared" % path)
+        time.sleep(0.005)
+    with open(path) as source:
+        return int(source.read())
 
 
 def all_pids():
@@ -79,6 +123,10 @@ def fd_count():
     return len(os.listdir("/proc/self/fd"))
 
 
+def thread_count():
+    return len(os.listdir("/proc/self/task"))
+
+
 def shm_entries():
     try:
         return set(os.listdir("/dev/shm"))
@@ -86,13 +134,23 @@ def shm_entries():
         return set()
 
 
-def run_script(code, timeout=60, args=()):
+def run_script(code, timeout=60, args=(), directory=None):
     """Run *code* in a fresh interpreter with the tests importable; return the result.
 
-    It runs in the tests directory so that the source tree, which has no
-    compiled extension, does not shadow the installed package.
+    With *directory*, the code is written there as ``script.py`` and run
+    from there (spawn workers re-import a main module only if it has a
+    file). Otherwise it runs with ``-c`` in the tests directory, so that the
+    source tree, which has no compiled extension, does not shadow the
+    installed package.
     """
     env = dict(os.environ)
     env["PYTHONPATH"] = TESTS_DIR + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-c", code] + list(args), env=env, cwd=TESTS_DIR,
+    command = [sys.executable, "-c", code]
+    cwd = TESTS_DIR
+    if directory is not None:
+        script = os.path.join(str(directory), "script.py")
+        with open(script, "w") as out:
+            out.write(textwrap.dedent(code))
+        command, cwd = [sys.executable, script], str(directory)
+    return subprocess.run(command + [str(arg) for arg in args], env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)

@@ -3,7 +3,6 @@ fault reaches the call's future as the right exception, and the next call
 works. (The pool side is tests/test_process_faults.py.)"""
 
 import logging
-import multiprocessing
 import pickle
 import signal
 from concurrent.futures import TimeoutError
@@ -13,8 +12,6 @@ import pytest
 import procfuncs as pf
 from pebble import ProcessExpired, concurrent
 from pebble.common import RemoteTraceback
-
-METHODS = ["fork", "spawn", "forkserver"]
 
 
 def expired(code):
@@ -61,11 +58,6 @@ ROWS = {
     "result fails to load": (pf.return_fails_unpickling, ("no",), {}, raised(ValueError, False)),
     "exception cannot be pickled": (pf.raise_unpicklable, ("zap",), {}, exception_text_kept),
 }
-
-
-@pytest.fixture(params=METHODS)
-def context(request):
-    return multiprocessing.get_context(request.param)
 
 
 def assert_works(context):

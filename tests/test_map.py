@@ -17,7 +17,7 @@ import pytest
 
 import procfuncs as pf
 from pebble import MapFuture, ProcessMapFuture, ProcessPool, ThreadPool
-from pebble.pool.mapping import TextBar
+from pebble.progress import TextBar
 from proctools import wait_until
 
 WAIT = 30

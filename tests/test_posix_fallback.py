@@ -111,10 +111,9 @@ def posix_build(tmp_path_factory):
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
-def test_posix_platform_layer(posix_build, method):
+def test_posix_platform_layer(posix_build, start_method):
     env = dict(os.environ, PYTHONPATH=str(posix_build / "lib"))
-    done = subprocess.run([sys.executable, str(posix_build / "scenario.py"), method],
+    done = subprocess.run([sys.executable, str(posix_build / "scenario.py"), start_method],
                           cwd=posix_build, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "children left: []" in done.stdout, done.stdout

@@ -8,15 +8,11 @@ that spawn and forkserver workers can import them.
 
 import asyncio
 import concurrent.futures as futures
-import contextlib
 import multiprocessing
 import os
 import pickle
 import re
 import signal
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 
@@ -24,12 +20,11 @@ import pytest
 
 import decofuncs
 import pebble
+import procfuncs as pf
 from pebble import ProcessExpired, ProcessFuture, ProcessPool, asynchronous, concurrent
 from pebble.common import RemoteTraceback
-
-METHODS = ["fork", "spawn", "forkserver"]
-# Tests making many calls skip spawn: each spawn call starts an interpreter.
-CHEAP_METHODS = ["fork", "forkserver"]
+from proctools import (default_start_method, descendants, fd_count, proc_stat, run_script,
+                       thread_count, wait_gone, wait_pid_file, wait_until)
 
 TIMEOUT = 0.3  # the timeout of decofuncs' timed functions
 LATENESS = 0.1  # how late a TimeoutError may be
@@ -38,98 +33,18 @@ LATENESS = 0.1  # how late a TimeoutError may be
 # -- helpers -------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def default_start_method(method):
-    previous = multiprocessing.get_start_method(allow_none=True)
-    multiprocessing.set_start_method(method, force=True)
-    try:
-        yield method
-    finally:
-        multiprocessing.set_start_method(previous, force=True)
-
-
-@pytest.fixture(params=METHODS)
-def method(request):
+@pytest.fixture
+def method(start_method):
     """Every start method, set as the default one for the test."""
-    with default_start_method(request.param):
-        yield request.param
+    with default_start_method(start_method):
+        yield start_method
 
 
-@pytest.fixture(params=CHEAP_METHODS)
-def cheap_method(request):
+@pytest.fixture
+def cheap_method(cheap_start_method):
     """fork and forkserver, set as the default start method for the test."""
-    with default_start_method(request.param):
-        yield request.param
-
-
-def proc_stat(pid):
-    """(state, ppid) of *pid*, or None once it is gone and reaped."""
-    try:
-        with open("/proc/%d/stat" % pid) as stat:
-            data = stat.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = data.rsplit(")", 1)[1].split()
-    return fields[0], int(fields[1])
-
-
-def wait_gone(pid, timeout=2.0, allow_zombie=False):
-    """Wait until *pid* no longer runs (and is reaped, unless *allow_zombie*)."""
-    start = time.monotonic()
-    while True:
-        stat = proc_stat(pid)
-        if stat is None or (allow_zombie and stat[0] in "ZX"):
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise AssertionError("process %d still there after %.1fs: state %s"
-                                 % (pid, timeout, stat[0]))
-        time.sleep(0.005)
-
-
-def eventually(predicate, timeout=1.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.001)
-    return True
-
-
-def wait_pid_file(path, timeout=30.0):
-    start = time.monotonic()
-    while not os.path.exists(path):
-        if time.monotonic() - start > timeout:
-            raise AssertionError("%s never appeared" % path)
-        time.sleep(0.005)
-    with open(path) as source:
-        return int(source.read())
-
-
-def children_of(pids):
-    """{pid: (state, ppid)} of every process whose parent is in *pids*."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            stat = proc_stat(int(entry))
-            if stat is not None and stat[1] in pids:
-                found[int(entry)] = stat
-    return found
-
-
-def descendants():
-    """{pid: (state, ppid)} of this process' children and grandchildren."""
-    children = children_of({os.getpid()})
-    found = dict(children)
-    found.update(children_of(set(children)))
-    return found
-
-
-def fd_count():
-    return len(os.listdir("/proc/self/fd"))
-
-
-def thread_count():
-    return len(os.listdir("/proc/self/task"))
+    with default_start_method(cheap_start_method):
+        yield cheap_start_method
 
 
 # The lines of the traceback a worker may print when stopped as it starts
@@ -150,13 +65,10 @@ def unexpected_stderr(text):
     return WORKER_EPIPE_NOISE.sub("", text)
 
 
-def run_script(tmp_path, source, *args, timeout=60):
-    script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(source))
+def run_file(tmp_path, source, *args, timeout=60):
+    """Run *source* as a script in *tmp_path*; return the result and how long it took."""
     start = time.monotonic()
-    completed = subprocess.run([sys.executable, str(script)] + [str(a) for a in args],
-                               cwd=str(tmp_path), capture_output=True, text=True,
-                               timeout=timeout)
+    completed = run_script(source, timeout, args, directory=tmp_path)
     return completed, time.monotonic() - start
 
 
@@ -183,11 +95,11 @@ def test_decorated_function_keeps_its_identity():
 
 
 def test_process_call_on_undecorated_function(method):
-    wrapped = concurrent.process(decofuncs.plain_add)
+    wrapped = concurrent.process(pf.add)
     assert wrapped(2, b=3).result(timeout=30) == 5
     # The module-level function itself is untouched and still picklable.
-    assert decofuncs.plain_add(2, 3) == 5
-    assert pickle.loads(pickle.dumps(decofuncs.plain_add)) is decofuncs.plain_add
+    assert pf.add(2, 3) == 5
+    assert pickle.loads(pickle.dumps(pf.add)) is pf.add
 
 
 def test_process_call_with_arguments_on_callable_object(method):
@@ -211,7 +123,7 @@ def test_asynchronous_forms(cheap_method):
     async def main():
         return (await decofuncs.async_add(1, b=2),
                 await decofuncs.async_add_with_timeout(3, 4),
-                await asynchronous.process(decofuncs.plain_add)(5, 6),
+                await asynchronous.process(pf.add)(5, 6),
                 await asynchronous.process(timeout=1)(decofuncs.Multiplier(2))(7))
 
     first, second, third, (fourth, pid) = asyncio.run(main())
@@ -230,19 +142,18 @@ def started_by(command_line):
     return command_line
 
 
-@pytest.mark.parametrize("explicit", METHODS)
 @pytest.mark.parametrize("keyword", ["context", "mp_context"])
 @pytest.mark.parametrize("decorator", [concurrent.process, asynchronous.process])
-def test_context_and_mp_context_choose_the_start_method(explicit, keyword, decorator):
-    other = "spawn" if explicit == "fork" else "fork"
+def test_context_and_mp_context_choose_the_start_method(start_method, keyword, decorator):
+    other = "spawn" if start_method == "fork" else "fork"
     with default_start_method(other):
-        wrapped = decorator(**{keyword: multiprocessing.get_context(explicit)})(
+        wrapped = decorator(**{keyword: multiprocessing.get_context(start_method)})(
             decofuncs.cmdline)
         if decorator is concurrent.process:
             command_line = wrapped().result(timeout=30)
         else:
             command_line = asyncio.run(_await(wrapped))
-    assert started_by(command_line) == explicit
+    assert started_by(command_line) == start_method
 
 
 def test_default_context_follows_the_default_start_method(method):
@@ -255,14 +166,14 @@ async def _await(function, *args):
 
 def test_context_and_mp_context_together():
     context = multiprocessing.get_context("fork")
-    wrapped = concurrent.process(context=context, mp_context=context)(decofuncs.plain_add)
+    wrapped = concurrent.process(context=context, mp_context=context)(pf.add)
     assert wrapped(1, 1).result(timeout=30) == 2
     with pytest.raises(TypeError):
         concurrent.process(context=context, mp_context=multiprocessing.get_context("spawn"))
 
 
 def test_multiprocessing_module_as_context():
-    assert concurrent.process(context=multiprocessing)(decofuncs.plain_add)(1, 2).result(
+    assert concurrent.process(context=multiprocessing)(pf.add)(1, 2).result(
         timeout=30) == 3
 
 
@@ -301,13 +212,13 @@ def test_positional_misuse_raises_type_error(decorator):
     with pytest.raises(TypeError):
         decorator("name")
     with pytest.raises(TypeError):
-        decorator(decofuncs.plain_add, decofuncs.plain_add)
+        decorator(pf.add, pf.add)
     with pytest.raises(TypeError):
-        decorator(decofuncs.plain_add, timeout=1)
+        decorator(pf.add, timeout=1)
     with pytest.raises(TypeError):
         decorator(timeout=1)(5)  # decorating a non-callable
     with pytest.raises(TypeError):
-        decorator(timeout=1)(decofuncs.plain_add, decofuncs.plain_add)
+        decorator(timeout=1)(pf.add, pf.add)
 
 
 # -- results and failures --------------------------------------------------------
@@ -360,7 +271,7 @@ def test_timeout_of_module_level_decorated_function(cheap_method, tmp_path):
 
 def test_spawn_timeout_counts_from_when_the_call_runs():
     with ProcessPool(1, max_tasks=1, context=multiprocessing.get_context("spawn")) as pool:
-        quick = concurrent.process(pool=pool, timeout=0.02)(decofuncs.plain_getpid)
+        quick = concurrent.process(pool=pool, timeout=0.02)(pf.getpid)
         assert quick().result(timeout=30) != os.getpid()
 
 
@@ -389,7 +300,7 @@ def test_cancel_running_call_kills_its_process(method, tmp_path):
     pid = wait_pid_file(path)
     assert proc_stat(pid) is not None
     # The parent marks the future running just after handing the call over.
-    assert eventually(future.running)
+    assert wait_until(future.running, 1.0, 0.001)
     assert future.cancel() is True
     assert future.cancelled()
     with pytest.raises(futures.CancelledError):
@@ -499,12 +410,12 @@ def test_calls_run_concurrently(cheap_method):
 def test_pool_parameter_runs_in_that_pool(method):
     context = multiprocessing.get_context(method)
     with ProcessPool(max_workers=1, context=context) as pool:
-        getpid = concurrent.process(pool=pool)(decofuncs.plain_getpid)
+        getpid = concurrent.process(pool=pool)(pf.getpid)
         first = getpid().result(timeout=30)
         second = getpid().result(timeout=30)
         # One long-lived worker: both calls ran in it, unlike the fresh-process engine.
         assert first == second != os.getpid()
-        assert pool.schedule(decofuncs.plain_getpid).result(timeout=30) == first
+        assert pool.schedule(pf.getpid).result(timeout=30) == first
 
         slow = concurrent.process(pool=pool, timeout=0.2)(decofuncs.plain_sleep)
         started = time.monotonic()
@@ -513,7 +424,7 @@ def test_pool_parameter_runs_in_that_pool(method):
         assert error.args[1] == 0.2
         assert time.monotonic() - started < 0.2 + LATENESS + (0.5 if method == "spawn" else 0)
         # The pool replaced the killed worker and still works.
-        assert pool.schedule(decofuncs.plain_add, args=(1, 2)).result(timeout=30) == 3
+        assert pool.schedule(pf.add, args=(1, 2)).result(timeout=30) == 3
 
 
 def test_name_and_daemon_in_a_pool_last_for_that_call_only(cheap_method):
@@ -528,7 +439,7 @@ def test_name_and_daemon_in_a_pool_last_for_that_call_only(cheap_method):
 
 def test_asynchronous_pool_parameter(cheap_method):
     with ProcessPool(max_workers=1, context=multiprocessing.get_context(cheap_method)) as pool:
-        getpid = asynchronous.process(pool=pool)(decofuncs.plain_getpid)
+        getpid = asynchronous.process(pool=pool)(pf.getpid)
         slow = asynchronous.process(pool=pool, timeout=0.1)(decofuncs.plain_sleep)
 
         async def main():
@@ -753,14 +664,14 @@ with ProcessPool() as pool:
 
 
 def test_seed_concurrent_example(tmp_path):
-    completed, _ = run_script(tmp_path, SEED_CONCURRENT_EXAMPLE)
+    completed, _ = run_file(tmp_path, SEED_CONCURRENT_EXAMPLE)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout == "2\n"
     assert unexpected_stderr(completed.stderr) == ""
 
 
 def test_seed_unstable_function_example_as_written(tmp_path):
-    completed, _ = run_script(tmp_path, SEED_UNSTABLE_EXAMPLE)
+    completed, _ = run_file(tmp_path, SEED_UNSTABLE_EXAMPLE)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout == ""  # the call succeeded; results is None
     assert unexpected_stderr(completed.stderr) == ""
@@ -777,7 +688,7 @@ def test_seed_unstable_function_example_failures(tmp_path, arg, expected):
     source = ("from pebble import ProcessExpired\n" + SEED_UNSTABLE_EXAMPLE
               .replace("timeout=10", "timeout=1")
               .replace("function(1, kwarg=1)", "function(%s, kwarg=1)" % arg))
-    completed, elapsed = run_script(tmp_path, source)
+    completed, elapsed = run_file(tmp_path, source)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.startswith(expected), completed.stdout
     if arg == "'raise'":
@@ -786,7 +697,7 @@ def test_seed_unstable_function_example_failures(tmp_path, arg, expected):
 
 
 def test_seed_basic_usage_example(tmp_path):
-    completed, _ = run_script(tmp_path, SEED_BASIC_USAGE)
+    completed, _ = run_file(tmp_path, SEED_BASIC_USAGE)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout == ("Result: 333332833333500000\n"
                                 "Results: [333328333350000, 2666646666700000, "
@@ -808,7 +719,7 @@ def _settled(measure, expected_at_most, timeout=2.0):
 
 
 def _zombies():
-    return {pid: stat for pid, stat in descendants().items() if stat[0] == "Z"}
+    return [pid for pid in descendants() if (proc_stat(pid) or ("?",))[0] == "Z"]
 
 
 def test_no_leak_over_many_calls():
@@ -937,7 +848,7 @@ if __name__ == "__main__":
 
 def _check_nondaemon_exit(tmp_path, script, start_method):
     marker = tmp_path / "finished"
-    completed, elapsed = run_script(tmp_path, script, start_method, marker)
+    completed, elapsed = run_file(tmp_path, script, start_method, marker)
     assert completed.returncode == 0, completed.stderr
     assert unexpected_stderr(completed.stderr) == ""
     assert marker.exists()
@@ -946,16 +857,10 @@ def _check_nondaemon_exit(tmp_path, script, start_method):
     assert elapsed >= 0.5
 
 
-@pytest.mark.parametrize("start_method", METHODS)
 def test_exit_waits_for_nondaemon_call(tmp_path, start_method):
     _check_nondaemon_exit(tmp_path, NONDAEMON_IMPORTED_SCRIPT, start_method)
 
 
-@pytest.mark.parametrize("start_method", [
-    "fork",
-    "spawn",
-    "forkserver",
-])
 def test_exit_waits_for_nondaemon_call_defined_in_main(tmp_path, start_method):
     # Interpreter exit races the call: it must never lose, so run it a few times.
     for attempt in range(3):
@@ -963,10 +868,9 @@ def test_exit_waits_for_nondaemon_call_defined_in_main(tmp_path, start_method):
         (tmp_path / "finished").unlink()
 
 
-@pytest.mark.parametrize("start_method", METHODS)
 def test_exit_does_not_wait_for_daemon_call(tmp_path, start_method):
     path = tmp_path / "pid"
-    completed, elapsed = run_script(tmp_path, DAEMON_SCRIPT, start_method, path)
+    completed, elapsed = run_file(tmp_path, DAEMON_SCRIPT, start_method, path)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout == "exiting\n"
     assert unexpected_stderr(completed.stderr) == ""
@@ -995,7 +899,7 @@ if __name__ == "__main__":
 
 
 def test_stopping_right_after_calls_prints_nothing(tmp_path):
-    completed, _ = run_script(tmp_path, STOP_AFTER_CALLS_SCRIPT)
+    completed, _ = run_file(tmp_path, STOP_AFTER_CALLS_SCRIPT)
     assert completed.returncode == 0
     assert completed.stderr == ""
 
@@ -1023,7 +927,7 @@ print(second().result())
 @pytest.mark.xfail(strict=True, reason="fork workers come from a launcher forked at the "
                    "first call, so __main__ functions defined after it are unknown there")
 def test_fork_sees_main_functions_defined_after_the_first_call(tmp_path):
-    completed, _ = run_script(tmp_path, LATE_DEFINITION_SCRIPT)
+    completed, _ = run_file(tmp_path, LATE_DEFINITION_SCRIPT)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout == "1\n2\n"
 

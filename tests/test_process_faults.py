@@ -28,21 +28,19 @@ from proctools import (TESTS_DIR, children, pid_alive, pid_gone, run_script, shm
 
 FORK = multiprocessing.get_context("fork")
 
-# The fault matrix holds for every start method.
-METHODS = ["fork", "spawn", "forkserver"]
 
-
-@pytest.fixture(params=METHODS)
-def pool(request):
-    pool = ProcessPool(max_workers=2, context=multiprocessing.get_context(request.param))
+@pytest.fixture
+def pool(context):
+    """A pool of two workers under each start method: the fault matrix holds for all."""
+    pool = ProcessPool(max_workers=2, context=context)
     yield pool
     pool.stop()
     pool.join(10)
 
 
-@pytest.fixture(params=METHODS)
-def pool1(request):
-    pool = ProcessPool(max_workers=1, context=multiprocessing.get_context(request.param))
+@pytest.fixture
+def pool1(context):
+    pool = ProcessPool(max_workers=1, context=context)
     yield pool
     pool.stop()
     pool.join(10)
@@ -273,9 +271,8 @@ def test_running_worker_killed_from_outside(pool1):
 
 # -- stop and join --------------------------------------------------------------
 
-@pytest.mark.parametrize("method", ["fork", "forkserver"])
-def test_stop_with_queued_and_running(method):
-    pool = ProcessPool(max_workers=2, context=multiprocessing.get_context(method))
+def test_stop_with_queued_and_running(cheap_context):
+    pool = ProcessPool(max_workers=2, context=cheap_context)
     futures = [pool.schedule(pf.sleep_return, args=(30, i)) for i in range(10)]
     wait_running(futures[0])
     start = time.monotonic()
@@ -529,10 +526,9 @@ def test_timeout_fires_promptly(pool):
     assert sorted(lateness)[2] < 0.02, lateness
 
 
-@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
-def test_no_named_semaphores(method):
+def test_no_named_semaphores(context):
     before = shm_entries()
-    with ProcessPool(max_workers=2, context=multiprocessing.get_context(method)) as pool:
+    with ProcessPool(max_workers=2, context=context) as pool:
         assert pool.schedule(pf.add, args=(1, 2)).result(timeout=30) == 3
         during = shm_entries()
         pool.schedule(pf.sleep_return, args=(0.2,), timeout=0.05)
@@ -631,11 +627,10 @@ def test_stop_while_workers_start_is_silent():
     assert result.stderr == ""
 
 
-@pytest.mark.parametrize("method", ["fork", "forkserver"])
-def test_task_sent_to_a_worker_killed_while_idle_is_not_lost(method):
+def test_task_sent_to_a_worker_killed_while_idle_is_not_lost(cheap_context):
     """A task written to an idle worker that was just killed, before its death
     is reported, never started: it runs on the replacement, not ProcessExpired."""
-    with ProcessPool(max_workers=1, context=multiprocessing.get_context(method)) as pool:
+    with ProcessPool(max_workers=1, context=cheap_context) as pool:
         for i in range(100):
             pool.schedule(pf.identity, args=(0,)).result(timeout=30)
             os.kill(pool._core.pids[0], signal.SIGKILL)

@@ -18,13 +18,6 @@ from pebble import ProcessExpired, ProcessFuture, ProcessMapFuture, ProcessPool
 from pebble.common import RemoteTraceback
 from proctools import pid_gone, wait_until
 
-METHODS = ["fork", "spawn", "forkserver"]
-
-
-@pytest.fixture(params=METHODS)
-def context(request):
-    return multiprocessing.get_context(request.param)
-
 
 @pytest.fixture
 def fork():
@@ -291,10 +284,9 @@ def check_broken_pool(pool, future):
     return error
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_initializer_raising_breaks_pool(method):
+def test_initializer_raising_breaks_pool(context):
     pool = ProcessPool(max_workers=1, initializer=pf.init_raise, initargs=("init failed",),
-                       context=multiprocessing.get_context(method))
+                       context=context)
     futures = [pool.schedule(pf.identity, args=(i,)) for i in range(3)]
     error = check_broken_pool(pool, futures[0])
     assert isinstance(error, RuntimeError)

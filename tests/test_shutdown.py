@@ -88,8 +88,8 @@ SCENARIOS = {
             future = decorated()
             while not future.running():
                 time.sleep(0.01)
-            from pebble import _decorators
-            report(next(iter(_decorators._engines.values())))
+            from pebble import _process_call
+            report(next(iter(_process_call._engines.values())))
     ''',
 }
 
@@ -102,13 +102,12 @@ def alive(pid):
         return False
 
 
-@pytest.mark.parametrize("method", ["fork", "forkserver"])
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
-def test_exit_is_prompt_and_clean(name, method, tmp_path):
+def test_exit_is_prompt_and_clean(name, cheap_start_method, tmp_path):
     script = tmp_path / "scenario.py"
     script.write_text(PRELUDE + textwrap.dedent(SCENARIOS[name]))
     start = time.monotonic()
-    done = subprocess.run([sys.executable, str(script), method], cwd=tmp_path,
+    done = subprocess.run([sys.executable, str(script), cheap_start_method], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
     elapsed = time.monotonic() - start
     assert done.returncode == 0, done.stderr

@@ -16,7 +16,7 @@ from concurrent.futures import TimeoutError, wait
 import pytest
 
 from pebble import ProcessExpired, ProcessPool
-from soakfuncs import task
+from procfuncs import soak_task as task
 
 BATCH = 5000
 

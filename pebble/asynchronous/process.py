@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, ParamSpec, TypeVar, overload
 
-from pebble import _decorators
-from pebble.concurrent.process import _DEFAULTS, _validate
+from pebble._async_bridge import get_loop, to_asyncio
+from pebble._decorate import decorate, update_wrapper
+from pebble._process_call import PROCESS_DEFAULTS, ProcessCall, check_process_params
 
 if TYPE_CHECKING:
     from pebble.pool.process import ProcessPool
@@ -19,15 +20,15 @@ R = TypeVar("R")
 
 def _wrap(function: Callable[..., Any],
           params: Dict[str, Any]) -> Callable[..., asyncio.Future[Any]]:
-    call = _decorators.ProcessCall(function, params)
+    call = ProcessCall(function, params)
 
     def wrapper(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
-        loop = _decorators.get_loop()
+        loop = get_loop()
         # Resolved through loop.call_soon_threadsafe; cancelling it kills the process.
-        return _decorators.to_asyncio(call.launch(wrapper, args, kwargs), loop)
+        return to_asyncio(call.launch(wrapper, args, kwargs), loop)
 
     wrapper.__pebble_original__ = function  # type: ignore[attr-defined]
-    return _decorators.update_wrapper(wrapper, function)
+    return update_wrapper(wrapper, function)
 
 
 @overload
@@ -47,4 +48,4 @@ def process(*args: Any, **kwargs: Any) -> Any:
     Same parameters as ``pebble.concurrent.process``. Await the returned
     future in the running loop; cancelling the awaiting task kills the process.
     """
-    return _decorators.decorate("process", args, kwargs, _DEFAULTS, _validate, _wrap)
+    return decorate("process", args, kwargs, PROCESS_DEFAULTS, check_process_params, _wrap)

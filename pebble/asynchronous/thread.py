@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, ParamSpec, TypeVar, overload
 
-from pebble import _decorators
-from pebble.concurrent.thread import _DEFAULTS, _validate
+from pebble._async_bridge import AsyncCompletion, get_loop, to_asyncio
+from pebble._decorate import decorate, update_wrapper
+from pebble._thread_call import THREAD_DEFAULTS, check_thread_params, thread_launcher
 
 if TYPE_CHECKING:
     from pebble.pool.thread import ThreadPool
@@ -23,20 +24,19 @@ def _wrap(function: Callable[..., Any],
 
     if pool is not None:
         def wrapper(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
-            loop = _decorators.get_loop()
-            return _decorators.to_asyncio(pool.schedule(function, args=args, kwargs=kwargs),
-                                          loop)
+            loop = get_loop()
+            return to_asyncio(pool.schedule(function, args=args, kwargs=kwargs), loop)
     else:
-        launch = _decorators.thread_launcher
-        completion = _decorators.AsyncCompletion
+        launch = thread_launcher
+        completion = AsyncCompletion
 
         def wrapper(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
-            loop = _decorators.get_loop()
+            loop = get_loop()
             future = loop.create_future()
             launch().launch(completion(loop, future), function, args, kwargs, name, daemon)
             return future
 
-    return _decorators.update_wrapper(wrapper, function)
+    return update_wrapper(wrapper, function)
 
 
 @overload
@@ -55,4 +55,4 @@ def thread(*args: Any, **kwargs: Any) -> Any:
     Usable as ``@thread``, ``@thread(name=None, daemon=True, pool=None)`` or
     ``thread(function)``. Await the returned future inside the event loop.
     """
-    return _decorators.decorate("thread", args, kwargs, _DEFAULTS, _validate, _wrap)
+    return decorate("thread", args, kwargs, THREAD_DEFAULTS, check_thread_params, _wrap)

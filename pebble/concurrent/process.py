@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, ParamSpec, TypeVar, overload
 
-from pebble import _decorators
-from pebble.common import ProcessFuture, check_timeout
+from pebble._decorate import decorate, update_wrapper
+from pebble._process_call import PROCESS_DEFAULTS, ProcessCall, check_process_params
+from pebble.futures import ProcessFuture
 
 if TYPE_CHECKING:
     from pebble.pool.process import ProcessPool
@@ -15,34 +16,16 @@ __all__ = ["process"]
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_DEFAULTS = {"name": None, "daemon": True, "timeout": None, "context": None,
-             "mp_context": None, "pool": None}
-
-
-def _validate(params: Dict[str, Any]) -> Dict[str, Any]:
-    from pebble.pool.process import ProcessPool, get_start_method
-    _decorators.check_name_daemon(params)
-    params["timeout"] = check_timeout(params["timeout"])
-    if params["mp_context"] is not None:
-        if params["context"] is not None and params["context"] is not params["mp_context"]:
-            raise TypeError("pass only one of context and mp_context")
-        params["context"] = params["mp_context"]
-    if params["context"] is not None:
-        get_start_method(params["context"])  # TypeError/ValueError for anything else
-    if params["pool"] is not None and not isinstance(params["pool"], ProcessPool):
-        raise TypeError("pool must be a ProcessPool, not %s" % type(params["pool"]).__name__)
-    return params
-
 
 def _wrap(function: Callable[..., Any],
           params: Dict[str, Any]) -> Callable[..., ProcessFuture[Any]]:
-    call = _decorators.ProcessCall(function, params)
+    call = ProcessCall(function, params)
 
     def wrapper(*args: Any, **kwargs: Any) -> ProcessFuture[Any]:
         return call.launch(wrapper, args, kwargs)
 
     wrapper.__pebble_original__ = function  # type: ignore[attr-defined]
-    return _decorators.update_wrapper(wrapper, function)
+    return update_wrapper(wrapper, function)
 
 
 @overload
@@ -67,4 +50,4 @@ def process(*args: Any, **kwargs: Any) -> Any:
     dies raises ProcessExpired. With *pool* (a ProcessPool) the call runs in
     that pool instead.
     """
-    return _decorators.decorate("process", args, kwargs, _DEFAULTS, _validate, _wrap)
+    return decorate("process", args, kwargs, PROCESS_DEFAULTS, check_process_params, _wrap)

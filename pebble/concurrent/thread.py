@@ -5,7 +5,8 @@ from __future__ import annotations
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, ParamSpec, TypeVar, overload
 
-from pebble import _decorators
+from pebble._decorate import decorate, update_wrapper
+from pebble._thread_call import THREAD_DEFAULTS, check_thread_params, thread_launcher
 
 if TYPE_CHECKING:
     from pebble.pool.thread import ThreadPool
@@ -15,16 +16,6 @@ __all__ = ["thread"]
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_DEFAULTS = {"name": None, "daemon": True, "pool": None}
-
-
-def _validate(params: Dict[str, Any]) -> Dict[str, Any]:
-    from pebble.pool.thread import ThreadPool
-    _decorators.check_name_daemon(params)
-    if params["pool"] is not None and not isinstance(params["pool"], ThreadPool):
-        raise TypeError("pool must be a ThreadPool, not %s" % type(params["pool"]).__name__)
-    return params
-
 
 def _wrap(function: Callable[..., Any], params: Dict[str, Any]) -> Callable[..., Future[Any]]:
     name, daemon, pool = params["name"], params["daemon"], params["pool"]
@@ -33,14 +24,14 @@ def _wrap(function: Callable[..., Any], params: Dict[str, Any]) -> Callable[...,
         def wrapper(*args: Any, **kwargs: Any) -> Future[Any]:
             return pool.schedule(function, args=args, kwargs=kwargs)
     else:
-        launch = _decorators.thread_launcher
+        launch = thread_launcher
 
         def wrapper(*args: Any, **kwargs: Any) -> Future[Any]:
             future: Future[Any] = Future()
             launch().launch(future, function, args, kwargs, name, daemon)
             return future
 
-    return _decorators.update_wrapper(wrapper, function)
+    return update_wrapper(wrapper, function)
 
 
 @overload
@@ -60,4 +51,4 @@ def thread(*args: Any, **kwargs: Any) -> Any:
     ``thread(function)``. Each call returns a ``concurrent.futures.Future``.
     With *pool* (a ThreadPool) the call is scheduled on that pool.
     """
-    return _decorators.decorate("thread", args, kwargs, _DEFAULTS, _validate, _wrap)
+    return decorate("thread", args, kwargs, THREAD_DEFAULTS, check_thread_params, _wrap)

@@ -6,25 +6,41 @@ import threading
 import time
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FuturesTimeoutError
+from enum import IntEnum
 from functools import partial
 from typing import Any, Callable, Iterable, Optional, Sequence, Tuple, TypeVar
 
-from pebble.common import (CLOSED, CREATED, ERROR, RUNNING_STATE, STOPPED,
-                           check_chunksize, check_timeout)
-from pebble.pool.mapping import MapRun, check_buffersize, input_length, make_progress
+from pebble.pool.mapping import MapRun, input_length
+from pebble.progress import make_progress
+from pebble.validators import check_buffersize, check_chunksize, check_timeout
 
 _PoolT = TypeVar("_PoolT", bound="BasePool")
 _FutureT = TypeVar("_FutureT", bound="Future[Any]")
 
-_STATE_NAMES = {CREATED: "CREATED", RUNNING_STATE: "RUNNING", CLOSED: "CLOSED",
-                STOPPED: "STOPPED", ERROR: "ERROR"}
+
+class PoolState(IntEnum):
+    """Where a pool is in its life; ERROR means it broke and accepts no work."""
+
+    CREATED = 0
+    RUNNING = 1
+    CLOSED = 2
+    STOPPED = 3
+    ERROR = 4
+
+
+# The short names the pools use, importable from pebble.common as before.
+CREATED = PoolState.CREATED
+RUNNING_STATE = PoolState.RUNNING
+CLOSED = PoolState.CLOSED
+STOPPED = PoolState.STOPPED
+ERROR = PoolState.ERROR
 
 
 class BasePool:
     """State machine and lifecycle shared by ThreadPool and ProcessPool."""
 
     def __init__(self) -> None:
-        self._state = CREATED
+        self._state: PoolState = CREATED
         self._state_lock = threading.RLock()
         self._error: Optional[BaseException] = None
 
@@ -38,7 +54,7 @@ class BasePool:
         self.join()
 
     def __repr__(self) -> str:
-        return "<%s %s>" % (type(self).__name__, _STATE_NAMES.get(self._state, "?"))
+        return "<%s %s>" % (type(self).__name__, self._state.name)
 
     def _check_pool_state(self) -> None:
         """Raise RuntimeError unless new work is accepted; start the pool lazily."""

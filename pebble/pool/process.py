@@ -17,12 +17,12 @@ from typing import (Any, Callable, Dict, Iterable, Optional, ParamSpec, Sequence
 
 from pebble import _pebble, _worker
 from pebble._pebble import ProcCore
-from pebble.common import (CLOSED, CREATED, ERROR, RUNNING_STATE,
-                           ProcessExpired, ProcessFuture,
-                           ProcessMapFuture, check_call, check_initializer,
-                           check_max_tasks, check_max_workers, check_timeout)
-from pebble.pool.base import BasePool
-from pebble.pool.mapping import ProgressCallback
+from pebble.errors import ProcessExpired
+from pebble.futures import ProcessFuture, ProcessMapFuture
+from pebble.pool.base import CLOSED, CREATED, ERROR, RUNNING_STATE, BasePool
+from pebble.progress import ProgressCallback
+from pebble.validators import (check_call, check_initializer, check_max_tasks,
+                               check_max_workers, check_timeout)
 
 __all__ = ["ProcessPool"]
 

@@ -9,11 +9,12 @@ from concurrent.futures import Future
 from typing import Any, Callable, Dict, Iterable, Optional, ParamSpec, Sequence, Set, TypeVar, Union
 
 from pebble._pebble import ThreadCore
-from pebble.common import (CLOSED, CREATED, ERROR, RUNNING_STATE, MapFuture, run_chunk,
-                           check_call, check_initializer, check_max_tasks,
-                           check_max_workers, check_timeout)
-from pebble.pool.base import BasePool
-from pebble.pool.mapping import ProgressCallback
+from pebble.futures import MapFuture
+from pebble.pool.base import CLOSED, CREATED, ERROR, RUNNING_STATE, BasePool
+from pebble.pool.mapping import run_chunk
+from pebble.progress import ProgressCallback
+from pebble.validators import (check_call, check_initializer, check_max_tasks,
+                               check_max_workers, check_timeout)
 
 __all__ = ["ThreadPool"]
 
