@@ -210,10 +210,10 @@ def _execute(payload: Any, nbufs: int = 0) -> Tuple[int, Any, Optional[list]]:
     _pickler.clear_memo()
     # The pickler's own lists are emptied now: an idle worker must not keep
     # its last result alive through them.
-    chunks, buffers = list(_chunks), list(_buffers) or None
+    chunks, out_buffers = list(_chunks), list(_buffers) or None
     _chunks.clear()
     _buffers.clear()
-    return _pebble.FRAME_RESULT, chunks, buffers
+    return _pebble.FRAME_RESULT, chunks, out_buffers
 
 
 def _remote(error: BaseException) -> RemoteException:
