@@ -223,6 +223,21 @@ ThreadCore_put(ThreadCore *self, PyObject *const *args, Py_ssize_t nargs)
     return PyBool_FromLong(covered);
 }
 
+/* Gives a call's exception its traceback text (pebble.errors.attach_traceback),
+ * as Pebble's thread errors have it. Best effort: never fails. GIL held. */
+static void
+tc_attach_traceback(PyObject *exc)
+{
+    PyObject *errors = PyImport_ImportModule("pebble.errors");
+    PyObject *r = NULL;
+    if (errors != NULL)
+        r = PyObject_CallMethod(errors, "attach_traceback", "O", exc);
+    if (r == NULL)
+        PyErr_Clear();
+    Py_XDECREF(r);
+    Py_XDECREF(errors);
+}
+
 /* Runs one task and drops its references. Never fails: errors raised by
  * the future's own methods are reported as unraisable. GIL held. */
 static void
@@ -248,6 +263,7 @@ tc_run(pebble_state *st, tc_task *t)
     }
     else {
         PyObject *exc = PyErr_GetRaisedException_compat();
+        tc_attach_traceback(exc);
         r = PyObject_CallMethodOneArg(t->future, st->str_set_exception, exc);
         Py_DECREF(exc);
     }

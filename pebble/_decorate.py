@@ -9,13 +9,12 @@ from typing import Any, Callable, Dict
 def decorate(kind: str, args: tuple, kwargs: Dict[str, Any],
              defaults: Dict[str, Any], validate: Callable[[Dict[str, Any]], Dict[str, Any]],
              wrap: Callable[[Callable[..., Any], Dict[str, Any]], Callable[..., Any]]) -> Any:
-    """Implement the three ways a decorator can be used.
+    """Implement the ways a decorator can be used.
 
-    ``@kind``, ``@kind(**params)`` and ``kind(function)`` / ``kind(**params)(function)``.
+    ``@kind``, ``@kind(**params)``, ``kind(function)``, ``kind(**params)(function)``
+    and ``kind(function, **params)``.
     """
-    if args:
-        if len(args) == 1 and not kwargs and callable(args[0]):
-            return wrap(args[0], validate(dict(defaults)))
+    if len(args) > 1 or (args and not callable(args[0])):
         raise TypeError("%s() takes a callable or keyword arguments only, got %r"
                         % (kind, args[0] if len(args) == 1 else args))
     unknown = set(kwargs) - set(defaults)
@@ -25,6 +24,8 @@ def decorate(kind: str, args: tuple, kwargs: Dict[str, Any],
     params = dict(defaults)
     params.update(kwargs)
     params = validate(params)
+    if args:
+        return wrap(args[0], params)
 
     def decorator(function: Callable[..., Any]) -> Callable[..., Any]:
         if not callable(function):

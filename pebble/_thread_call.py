@@ -26,7 +26,7 @@ def check_thread_params(params: Dict[str, Any]) -> Dict[str, Any]:
     return params
 
 
-def named_call(name: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def named_call(name: str, function: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     """Run *function* with the current thread renamed to *name* meanwhile."""
     thread = threading.current_thread()
     previous = thread.name

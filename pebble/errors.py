@@ -86,3 +86,12 @@ def rebuild_exception_state(cls: Callable[..., BaseException], args: tuple, stat
 def format_exception(error: BaseException) -> str:
     """Return the formatted traceback text of *error*."""
     return "".join(traceback.format_exception(type(error), error, error.__traceback__))
+
+
+def attach_traceback(error: BaseException) -> BaseException:
+    """Give *error* its traceback text as ``.traceback``, as errors from processes have it."""
+    try:
+        error.traceback = format_exception(error)  # type: ignore[attr-defined]
+    except Exception:  # an exception type that refuses new attributes
+        pass
+    return error

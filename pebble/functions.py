@@ -160,8 +160,6 @@ def _check_items(items: object, kind: type, what: str) -> list:
         raise TypeError("%s must be a list of %s objects, got %r"
                         % (what, kind.__qualname__,
                            type(items).__name__)) from None
-    if not result:
-        raise ValueError("%s must not be empty" % (what,))
     for item in result:
         if not isinstance(item, kind):
             raise TypeError("%s must contain %s.%s objects, got %r"
@@ -306,7 +304,7 @@ def waitforthreads(threads: Iterable[threading.Thread],
                    timeout: Optional[float] = None) -> List[threading.Thread]:
     """Wait until at least one of *threads* is no longer alive.
 
-    *threads* is a non-empty list of ``threading.Thread`` objects.
+    *threads* is a list of ``threading.Thread`` objects (an empty one gives ``[]`` at once).
     Returns the threads that are not alive, in the given order; if
     *timeout* (seconds) expires first, returns an empty list.  Returns at
     once if one of them has already ended.  A thread that was never
@@ -324,7 +322,7 @@ def waitforthreads(threads: Iterable[threading.Thread],
         return [t for t in threads if not t.is_alive()]
 
     done = ready()
-    if done or timeout == 0:
+    if done or timeout == 0 or not threads:  # nothing to wait for: as Pebble, []
         return done
 
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -406,7 +404,7 @@ def waitforqueues(queues: Iterable[Q],
                   timeout: Optional[float] = None) -> List[Q]:
     """Wait until at least one of *queues* holds an item.
 
-    *queues* is a non-empty list of ``queue.Queue`` objects (or of its
+    *queues* is a list of ``queue.Queue`` objects (or of its
     subclasses, such as LifoQueue and PriorityQueue).  Returns the
     non-empty queues, in the given order; if *timeout* (seconds) expires
     first, returns an empty list.  Returns at once if one of them already
@@ -424,7 +422,7 @@ def waitforqueues(queues: Iterable[Q],
         return [q for q in queues if not q.empty()]
 
     found = ready()
-    if found or timeout == 0:
+    if found or timeout == 0 or not queues:  # nothing to wait for: as Pebble, []
         return found
 
     deadline = None if timeout is None else time.monotonic() + timeout

@@ -81,7 +81,7 @@ def check_call(function: Any, args: Any, kwargs: Any) -> Tuple[tuple, dict]:
     if args is None:
         args = ()
     elif not isinstance(args, tuple):
-        if isinstance(args, (str, bytes)) or not hasattr(args, "__iter__"):
+        if not hasattr(args, "__iter__"):
             raise TypeError("args must be a sequence, not %s" % type(args).__name__)
         args = tuple(args)
     if kwargs is None:

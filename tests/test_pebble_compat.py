@@ -1,9 +1,12 @@
 """Pebble 5.2.3's public behaviour, point by point, as a user's code relies on it."""
 
+import asyncio
 import multiprocessing
+import time
 
 import pytest
 
+import pebble
 from pebble import ProcessPool, ThreadPool
 
 
@@ -39,3 +42,85 @@ def test_map_iterator_has_next(pool):
     assert results.next() == 3
     with pytest.raises(StopIteration):
         results.next()
+
+
+# -- decorators ------------------------------------------------------------------
+
+def add(a, b=0):
+    return a + b
+
+
+def named(name, x=1):
+    return name, x
+
+
+@pytest.mark.parametrize("options", [{"timeout": 5}, {"context": multiprocessing.get_context("fork")},
+                                     {"name": "adder", "daemon": True}])
+def test_concurrent_process_without_at(options):
+    assert pebble.concurrent.process(add, **options)(1, 2).result(30) == 3
+
+
+def test_concurrent_thread_without_at():
+    assert pebble.concurrent.thread(add, name="adder")(1, 2).result(30) == 3
+
+
+def test_asynchronous_without_at():
+    async def main():
+        one = await pebble.asynchronous.thread(add, name="adder")(1, 2)
+        two = await pebble.asynchronous.process(add, timeout=5)(1, 2)
+        return one, two
+
+    assert asyncio.run(main()) == (3, 3)
+
+
+def test_thread_decorator_with_a_name_passes_a_name_argument_on():
+    call = pebble.concurrent.thread(name="worker")(named)
+    assert call("n").result(10) == ("n", 1)
+    assert call(name="n", x=2).result(10) == ("n", 2)
+
+
+# -- errors from threads carry their traceback ----------------------------------
+
+def boom():
+    raise ValueError("boom")
+
+
+def invert(x):
+    return 1 / x
+
+
+def test_thread_pool_errors_carry_traceback():
+    with ThreadPool(1) as pool:
+        error = pool.schedule(boom).exception(10)
+        assert "ValueError: boom" in error.traceback and "in boom" in error.traceback
+        results = pool.map(invert, [1, 0]).result()
+        assert next(results) == 1
+        with pytest.raises(ZeroDivisionError) as info:
+            next(results)
+        assert "in invert" in info.value.traceback
+
+
+def test_thread_decorator_errors_carry_traceback():
+    error = pebble.concurrent.thread(boom)().exception(10)
+    assert "in boom" in error.traceback
+
+    async def main():
+        try:
+            await pebble.asynchronous.thread(boom)()
+        except ValueError as error:
+            return error.traceback
+
+    assert "in boom" in asyncio.run(main())
+
+
+# -- arguments ---------------------------------------------------------------------
+
+def test_timeout_zero_means_no_timeout():
+    with ProcessPool(1, context=multiprocessing.get_context("fork")) as pool:
+        assert pool.schedule(time.sleep, (0.2,), timeout=0).result(30) is None
+        assert pool.submit(time.sleep, 0, 0.2).result(30) is None
+        assert list(pool.map(time.sleep, [0.2], timeout=0).result()) == [None]
+
+
+def test_args_may_be_any_iterable_even_a_string(pool):
+    assert pool.schedule(add, args="ab").result(10) == "ab"

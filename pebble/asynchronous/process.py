@@ -32,7 +32,10 @@ def _wrap(function: Callable[..., Any],
 
 
 @overload
-def process(function: Callable[P, R], /) -> Callable[P, asyncio.Future[R]]: ...
+def process(function: Callable[P, R], /, *, name: Optional[str] = None, daemon: bool = True,
+            timeout: Optional[float] = None, context: Any = None, mp_context: Any = None,
+            pool: Optional[ProcessPool] = None
+            ) -> Callable[P, asyncio.Future[R]]: ...
 
 
 @overload

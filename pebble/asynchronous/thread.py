@@ -40,7 +40,9 @@ def _wrap(function: Callable[..., Any],
 
 
 @overload
-def thread(function: Callable[P, R], /) -> Callable[P, asyncio.Future[R]]: ...
+def thread(function: Callable[P, R], /, *, name: Optional[str] = None, daemon: bool = True,
+           pool: Optional[ThreadPool] = None
+           ) -> Callable[P, asyncio.Future[R]]: ...
 
 
 @overload

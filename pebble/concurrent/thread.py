@@ -35,7 +35,9 @@ def _wrap(function: Callable[..., Any], params: Dict[str, Any]) -> Callable[...,
 
 
 @overload
-def thread(function: Callable[P, R], /) -> Callable[P, Future[R]]: ...
+def thread(function: Callable[P, R], /, *, name: Optional[str] = None, daemon: bool = True,
+           pool: Optional[ThreadPool] = None
+           ) -> Callable[P, Future[R]]: ...
 
 
 @overload

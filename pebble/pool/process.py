@@ -276,7 +276,7 @@ class ProcessPool(BasePool):
         """
         self._check_pool_state()
         args, kwargs = check_call(function, args, kwargs)
-        timeout = check_timeout(timeout)
+        timeout = check_timeout(timeout) or None  # 0 means no timeout, as in Pebble
         buffers: list = []
         try:
             # Large buffers (bytearray, PickleBuffer, arrays) travel out of
@@ -323,7 +323,7 @@ class ProcessPool(BasePool):
         bar on stderr, or a callable receiving ``(done, total)``.
         """
         self._check_pool_state()
-        timeout = check_timeout(timeout)
+        timeout = check_timeout(timeout) or None  # 0 means no timeout, as in Pebble
         return self._map(ProcessMapFuture, partial(self._submit_chunk, timeout), function,
                          iterables, chunksize, buffersize, ordered, progress)
 

@@ -9,6 +9,7 @@ from concurrent.futures import Future
 from typing import Any, Callable, Dict, Iterable, Optional, ParamSpec, Sequence, Set, TypeVar, Union
 
 from pebble._pebble import ThreadCore
+from pebble.errors import attach_traceback
 from pebble.futures import MapFuture
 from pebble.pool.base import CLOSED, CREATED, ERROR, RUNNING_STATE, BasePool
 from pebble.pool.mapping import run_chunk
@@ -134,7 +135,7 @@ class ThreadPool(BasePool):
 
     def _submit_chunk(self, function: Callable[..., Any], star: bool,
                       chunk: tuple) -> Future[Any]:
-        return self.schedule(run_chunk, args=(function, chunk, None, star))
+        return self.schedule(run_chunk, args=(function, chunk, attach_traceback, star))
 
     # -- lifecycle hooks -----------------------------------------------------
 

@@ -105,7 +105,7 @@ def bad_name() -> None:
     pass
 
 
-concurrent.thread(add, name="adder")  # E: No overload variant of "thread" matches argument types "Callable[[int, int], int]", "str"
+concurrent.thread(add, name=1)  # E: No overload variant of "thread" matches argument types "Callable[[int, int], int]", "int"
 concurrent.process(1)  # E: No overload variant of "process" matches argument type "int"
 
 

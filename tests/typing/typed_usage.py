@@ -89,6 +89,10 @@ def process_pooled() -> Tuple[int, str]:
 
 
 process_called = concurrent.process(add)
+assert_type(concurrent.process(add, timeout=5)(1, 2), "ProcessFuture[int]")
+assert_type(concurrent.thread(add, name="adder")(1, 2), "Future[int]")
+assert_type(asynchronous.process(add, context=multiprocessing)(1, 2), "asyncio.Future[int]")
+assert_type(asynchronous.thread(add, daemon=False)(1, 2), "asyncio.Future[int]")
 
 assert_type(process_bare(1), "ProcessFuture[float]")
 assert_type(process_bare(1).result(), float)
