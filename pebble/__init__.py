@@ -17,6 +17,7 @@ except ModuleNotFoundError as _error:  # pragma: no cover - depends on how pebbl
 
 from pebble import _process_call, asynchronous, concurrent
 from pebble._version import __version__ as __version__
+from pebble.consts import CONSTS
 from pebble.errors import ProcessExpired
 from pebble.futures import MapFuture, ProcessFuture, ProcessMapFuture
 from pebble.functions import sighandler, synchronized, waitforqueues, waitforthreads
@@ -24,6 +25,6 @@ from pebble.pool import ProcessPool, ThreadPool
 
 _process_call.register_exit_hook()
 
-__all__ = ["waitforthreads", "waitforqueues", "synchronized", "sighandler",
-           "ProcessFuture", "MapFuture", "ProcessMapFuture", "ProcessExpired",
-           "ProcessPool", "ThreadPool"]
+__all__ = ["concurrent", "asynchronous", "waitforthreads", "waitforqueues",
+           "synchronized", "sighandler", "ProcessFuture", "MapFuture", "ProcessMapFuture",
+           "ProcessExpired", "ProcessPool", "ThreadPool", "CONSTS"]

@@ -6,6 +6,7 @@
 from concurrent.futures._base import (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING,
                                       RUNNING)
 
+from pebble.consts import CONSTS as CONSTS
 from pebble.errors import ProcessExpired, RemoteException, RemoteTraceback
 from pebble.errors import format_exception as format_exception
 from pebble.errors import rebuild_exception as rebuild_exception

@@ -68,6 +68,13 @@ class ProcessFuture(Future[T]):
         self._invoke_callbacks()  # type: ignore[attr-defined]
         return True
 
+    def set_running_or_notify_cancel(self) -> bool:
+        """As for any Future; a future that cancel() already notified gives False."""
+        with self._condition:
+            if self._state == CANCELLED_AND_NOTIFIED:
+                return False
+        return super().set_running_or_notify_cancel()
+
     def _pebble_start(self) -> bool:
         """Mark the call as running unless it was cancelled (used by the pools)."""
         with self._condition:

@@ -124,3 +124,44 @@ def test_timeout_zero_means_no_timeout():
 
 def test_args_may_be_any_iterable_even_a_string(pool):
     assert pool.schedule(add, args="ab").result(10) == "ab"
+
+
+def test_hand_made_process_future_follows_the_future_protocol():
+    future = pebble.ProcessFuture()
+    assert future.cancel()
+    assert future.set_running_or_notify_cancel() is False
+    assert future.cancelled()
+    running = pebble.ProcessFuture()
+    assert running.set_running_or_notify_cancel() is True
+    assert running.running()
+
+
+# -- import paths ----------------------------------------------------------------
+
+def test_import_paths_of_pebble():
+    from pebble import CONSTS
+    from pebble.common import CONSTS as common_consts
+    from pebble.common import ProcessExpired, ProcessFuture
+    from pebble.decorators import sighandler, synchronized
+    from pebble.pool import MapFuture, ProcessMapFuture
+    from pebble.pool.base_pool import PoolStatus
+
+    assert common_consts is CONSTS
+    assert (CONSTS.sleep_unit, CONSTS.term_timeout, CONSTS.channel_lock_timeout) == (0.1, 3, 60)
+    assert synchronized is pebble.synchronized and sighandler is pebble.sighandler
+    assert MapFuture is pebble.MapFuture and ProcessMapFuture is pebble.ProcessMapFuture
+    assert ProcessExpired is pebble.ProcessExpired and ProcessFuture is pebble.ProcessFuture
+    assert [(s.name, int(s)) for s in PoolStatus] == [
+        ("CREATED", 0), ("RUNNING", 1), ("CLOSED", 2), ("STOPPED", 3), ("ERROR", 4)]
+
+
+def test_setting_a_constant_warns_once_that_it_does_nothing():
+    consts = type(pebble.CONSTS)()
+    type(consts)._warned.discard("channel_lock_timeout")
+    with pytest.warns(RuntimeWarning, match="no effect"):
+        consts.channel_lock_timeout = 10
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        consts.channel_lock_timeout = 20  # once only
+    assert consts.channel_lock_timeout == 20

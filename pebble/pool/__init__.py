@@ -1,6 +1,7 @@
 """Thread and process pools."""
 
+from pebble.futures import MapFuture, ProcessMapFuture
 from pebble.pool.process import ProcessPool
 from pebble.pool.thread import ThreadPool
 
-__all__ = ["ProcessPool", "ThreadPool"]
+__all__ = ["ThreadPool", "ProcessPool", "MapFuture", "ProcessMapFuture"]
