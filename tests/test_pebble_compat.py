@@ -165,3 +165,44 @@ def test_setting_a_constant_warns_once_that_it_does_nothing():
         warnings.simplefilter("error")
         consts.channel_lock_timeout = 20  # once only
     assert consts.channel_lock_timeout == 20
+
+
+# -- pool state ------------------------------------------------------------------
+
+def init_fails():
+    raise ValueError("init")
+
+
+def init_exits():
+    import os
+    os._exit(5)
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_reading_active_starts_the_pool(kind):
+    if kind == "thread":
+        pool = ThreadPool(1, initializer=init_fails)
+    else:
+        pool = ProcessPool(1, initializer=init_fails, context=multiprocessing.get_context("fork"))
+    try:
+        assert pool.active
+        deadline = time.monotonic() + 10
+        while pool.active and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(RuntimeError):
+            pool.schedule(add, (1,))
+    finally:
+        pool.stop()
+        pool.join(10)
+
+
+@pytest.mark.parametrize("initializer", [init_fails, init_exits])
+def test_broken_initializer_is_a_broken_process_pool(initializer):
+    from concurrent.futures.process import BrokenProcessPool
+    pool = ProcessPool(1, initializer=initializer, context=multiprocessing.get_context("fork"))
+    try:
+        error = pool.schedule(add, (1,)).exception(30)
+        assert isinstance(error, BrokenProcessPool)
+    finally:
+        pool.stop()
+        pool.join(10)

@@ -72,6 +72,14 @@ class BasePool:
     def _start(self) -> None:
         raise NotImplementedError
 
+    def _start_lazily(self) -> None:
+        """Start the pool if nothing has yet (reading ``active`` starts it, as in Pebble)."""
+        if self._state == CREATED:
+            with self._state_lock:
+                if self._state == CREATED:
+                    self._start()
+                    self._state = RUNNING_STATE
+
     def close(self) -> None:
         """Refuse new work; queued work still runs. Call join() afterwards."""
         with self._state_lock:

@@ -11,6 +11,7 @@ import threading
 import time
 import weakref
 from concurrent.futures import TimeoutError
+from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from typing import (Any, Callable, Dict, Iterable, Optional, ParamSpec, Sequence, Tuple, TypeVar,
                     Union)
@@ -220,15 +221,16 @@ class ProcessPool(BasePool):
                 cause = pickle.loads(payload)
             except BaseException as unpickling_error:
                 cause = unpickling_error
-            error = RuntimeError("The pool initializer raised %s: %s"
-                                 % (type(cause).__name__, cause))
+            error = BrokenProcessPool("The pool initializer raised %s: %s"
+                                      % (type(cause).__name__, cause))
             error.__cause__ = cause
         elif what == "startup":
-            error = RuntimeError("A worker process died while starting (exit code %d)" % code)
+            error = BrokenProcessPool("A worker process died while starting (exit code %d)"
+                                      % code)
         elif what == "spawn":
-            error = RuntimeError("Workers could not be started: %s" % os.strerror(code))
+            error = BrokenProcessPool("Workers could not be started: %s" % os.strerror(code))
         else:
-            error = RuntimeError("The pool's launcher process died")
+            error = BrokenProcessPool("The pool's launcher process died")
         self._broken = error
         return error
 
@@ -259,6 +261,7 @@ class ProcessPool(BasePool):
     @property
     def active(self) -> bool:
         """True while the pool runs, or is closed with work still to finish."""
+        self._start_lazily()
         self._sync_state()
         if self._state in (CREATED, RUNNING_STATE):
             return True

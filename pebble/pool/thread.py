@@ -91,6 +91,7 @@ class ThreadPool(BasePool):
     @property
     def active(self) -> bool:
         """True while the pool runs, or is closed with work still to finish."""
+        self._start_lazily()
         if self._state in (CREATED, RUNNING_STATE):
             return True
         if self._state == CLOSED:
