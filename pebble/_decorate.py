@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict
+import warnings
+from typing import Any, Callable, Dict, Set, Tuple
+
+# (decorator, option) pairs already warned about.
+_warned: Set[Tuple[str, str]] = set()
+
+
+def warn_once(kind: str, option: str, why: str) -> None:
+    """Warn, once per decorator and option, that an accepted option does nothing."""
+    if (kind, option) not in _warned:
+        _warned.add((kind, option))
+        warnings.warn("%s(%s=...) has no effect: %s" % (kind, option, why),
+                      RuntimeWarning, stacklevel=4)
 
 
 def decorate(kind: str, args: tuple, kwargs: Dict[str, Any],
@@ -17,12 +29,12 @@ def decorate(kind: str, args: tuple, kwargs: Dict[str, Any],
     if len(args) > 1 or (args and not callable(args[0])):
         raise TypeError("%s() takes a callable or keyword arguments only, got %r"
                         % (kind, args[0] if len(args) == 1 else args))
-    unknown = set(kwargs) - set(defaults)
-    if unknown:
-        raise TypeError("%s() got unexpected keyword arguments: %s"
-                        % (kind, ", ".join(sorted(unknown))))
     params = dict(defaults)
-    params.update(kwargs)
+    for option, value in kwargs.items():
+        if option in defaults:
+            params[option] = value
+        else:  # Pebble ignores what it does not know: so do we, saying so
+            warn_once(kind, option, "it is not an option of %s()" % kind)
     params = validate(params)
     if args:
         return wrap(args[0], params)

@@ -113,9 +113,13 @@ class ProcessCall:
         # the worker unwraps it. Anything else pickles as itself.
         target = wrapper if _pickles_by_name(wrapper) else self.function
         pool = self.pool if self.pool is not None else process_engine(self.context)
-        future = pool.schedule(run_decorated, args=(target, args, kwargs, self.name, self.daemon),
+        daemon = self.daemon
+        if daemon is None:  # as multiprocessing does: the caller's own flag
+            import multiprocessing
+            daemon = multiprocessing.current_process().daemon
+        future = pool.schedule(run_decorated, args=(target, args, kwargs, self.name, daemon),
                                timeout=self.timeout)
-        if not self.daemon:
+        if not daemon:
             with _nondaemon_lock:
                 _nondaemon.add(future)
             future.add_done_callback(_forget_nondaemon)

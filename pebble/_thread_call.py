@@ -49,8 +49,10 @@ class ThreadLauncher:
         self._counter = itertools.count(1)
 
     def launch(self, future: Any, function: Callable[..., Any], args: tuple,
-               kwargs: Dict[str, Any], name: Optional[str], daemon: bool) -> None:
+               kwargs: Dict[str, Any], name: Optional[str], daemon: Optional[bool]) -> None:
         """Run *function* in a thread, completing *future* (Future protocol)."""
+        if daemon is None:  # as threading does: the caller's own flag
+            daemon = threading.current_thread().daemon
         if name is not None:
             args = (name, function) + args
             function = named_call

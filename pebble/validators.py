@@ -99,5 +99,6 @@ def check_name_daemon(params: Dict[str, Any]) -> None:
     if params["name"] is not None and not isinstance(params["name"], str):
         raise TypeError("name must be a string or None, not %s"
                         % type(params["name"]).__name__)
-    if not isinstance(params["daemon"], bool):
-        raise TypeError("daemon must be a bool, not %s" % type(params["daemon"]).__name__)
+    if params["daemon"] is not None and not isinstance(params["daemon"], bool):
+        raise TypeError("daemon must be a bool or None, not %s"
+                        % type(params["daemon"]).__name__)

@@ -206,3 +206,28 @@ def test_broken_initializer_is_a_broken_process_pool(initializer):
     finally:
         pool.stop()
         pool.join(10)
+
+
+# -- options Pebble accepts --------------------------------------------------------
+
+@pytest.mark.parametrize("decorator", [pebble.concurrent.process, pebble.concurrent.thread,
+                                       pebble.asynchronous.process, pebble.asynchronous.thread])
+def test_options_pebble_ignores_are_accepted_with_one_warning(decorator):
+    option = "option_of_" + decorator.__module__.replace(".", "_")
+    with pytest.warns(RuntimeWarning, match="no effect"):
+        decorator(**{option: 1})(add)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        decorator(**{option: 2})(add)  # warned once already
+
+
+def test_thread_decorator_timeout_is_accepted_and_does_nothing():
+    with pytest.warns(RuntimeWarning, match="timeout"):
+        call = pebble.concurrent.thread(timeout=1)(add)
+    assert call(1, 2).result(10) == 3
+
+
+@pytest.mark.parametrize("decorator", [pebble.concurrent.process, pebble.concurrent.thread])
+def test_daemon_none_takes_the_callers_flag(decorator):
+    assert decorator(daemon=None)(add)(1, 2).result(30) == 3

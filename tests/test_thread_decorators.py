@@ -239,9 +239,6 @@ def test_pool_executor_refused(decorator):
     {"name": 3},
     {"name": b"bytes"},
     {"daemon": "yes"},
-    {"daemon": None},
-    {"timeout": 1},
-    {"unknown": True},
 ])
 def test_bad_parameters(decorator, kwargs):
     with pytest.raises(TypeError):

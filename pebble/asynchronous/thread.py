@@ -40,13 +40,13 @@ def _wrap(function: Callable[..., Any],
 
 
 @overload
-def thread(function: Callable[P, R], /, *, name: Optional[str] = None, daemon: bool = True,
+def thread(function: Callable[P, R], /, *, name: Optional[str] = None, daemon: Optional[bool] = True,
            pool: Optional[ThreadPool] = None
            ) -> Callable[P, asyncio.Future[R]]: ...
 
 
 @overload
-def thread(*, name: Optional[str] = None, daemon: bool = True,
+def thread(*, name: Optional[str] = None, daemon: Optional[bool] = True,
            pool: Optional[ThreadPool] = None
            ) -> Callable[[Callable[P, R]], Callable[P, asyncio.Future[R]]]: ...
 

@@ -29,14 +29,14 @@ def _wrap(function: Callable[..., Any],
 
 
 @overload
-def process(function: Callable[P, R], /, *, name: Optional[str] = None, daemon: bool = True,
+def process(function: Callable[P, R], /, *, name: Optional[str] = None, daemon: Optional[bool] = True,
             timeout: Optional[float] = None, context: Any = None, mp_context: Any = None,
             pool: Optional[ProcessPool] = None
             ) -> Callable[P, ProcessFuture[R]]: ...
 
 
 @overload
-def process(*, name: Optional[str] = None, daemon: bool = True,
+def process(*, name: Optional[str] = None, daemon: Optional[bool] = True,
             timeout: Optional[float] = None, context: Any = None, mp_context: Any = None,
             pool: Optional[ProcessPool] = None
             ) -> Callable[[Callable[P, R]], Callable[P, ProcessFuture[R]]]: ...

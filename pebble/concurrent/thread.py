@@ -35,13 +35,13 @@ def _wrap(function: Callable[..., Any], params: Dict[str, Any]) -> Callable[...,
 
 
 @overload
-def thread(function: Callable[P, R], /, *, name: Optional[str] = None, daemon: bool = True,
+def thread(function: Callable[P, R], /, *, name: Optional[str] = None, daemon: Optional[bool] = True,
            pool: Optional[ThreadPool] = None
            ) -> Callable[P, Future[R]]: ...
 
 
 @overload
-def thread(*, name: Optional[str] = None, daemon: bool = True,
+def thread(*, name: Optional[str] = None, daemon: Optional[bool] = True,
            pool: Optional[ThreadPool] = None
            ) -> Callable[[Callable[P, R]], Callable[P, Future[R]]]: ...
 
