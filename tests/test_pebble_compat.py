@@ -231,3 +231,30 @@ def test_thread_decorator_timeout_is_accepted_and_does_nothing():
 @pytest.mark.parametrize("decorator", [pebble.concurrent.process, pebble.concurrent.thread])
 def test_daemon_none_takes_the_callers_flag(decorator):
     assert decorator(daemon=None)(add)(1, 2).result(30) == 3
+
+
+# -- Ctrl-C ----------------------------------------------------------------------
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_join_again_after_ctrl_c_still_waits(kind):
+    import os
+    import signal
+    import threading
+    if kind == "thread":
+        pool = ThreadPool(1)
+    else:
+        pool = ProcessPool(1, context=multiprocessing.get_context("fork"))
+    future = pool.schedule(time.sleep, (1.5,))
+    while not future.running():
+        time.sleep(0.01)
+    pool.close()
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        pool.join()
+    timer.join()
+    assert not future.done()
+    pool.join()
+    assert future.done() and future.result() is None
+    assert not pool.active

@@ -167,6 +167,9 @@ class ProcessPool(BasePool):
         self._core = ProcCore(self._max_workers, self._max_tasks, _spare,
                               self._initializer is not None)
         self._manager: Optional[threading.Thread] = None
+        # Set when the manager is done. join() waits on it rather than in
+        # Thread.join(), which Ctrl-C can leave believing a live thread ended.
+        self._managed = threading.Event()
         self._broken: Optional[BaseException] = None
 
     # -- engine ------------------------------------------------------------
@@ -190,6 +193,12 @@ class ProcessPool(BasePool):
         _live_pools.add(self)
 
     def _manage(self, early: Any, preparation: Optional[dict]) -> None:
+        try:
+            self._manage_engine(early, preparation)
+        finally:
+            self._managed.set()
+
+    def _manage_engine(self, early: Any, preparation: Optional[dict]) -> None:
         try:
             if isinstance(early, BaseException):
                 raise early
@@ -266,7 +275,7 @@ class ProcessPool(BasePool):
         if self._state in (CREATED, RUNNING_STATE):
             return True
         if self._state == CLOSED:
-            return self._manager is not None and self._manager.is_alive()
+            return self._manager is not None and not self._managed.is_set()
         return False
 
     def schedule(self, function: Callable[..., R], args: Iterable[Any] = (),
@@ -350,9 +359,9 @@ class ProcessPool(BasePool):
         if manager is threading.current_thread():
             raise RuntimeError("join() called from a callback of the pool")
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        manager.join(remaining)
-        if manager.is_alive():
+        if not self._managed.wait(remaining):
             return False
+        manager.join()  # it has finished its work: this only sees the thread end
         self._sync_state()
         return True
 

@@ -6,7 +6,7 @@ import multiprocessing
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Callable, Dict, Iterable, Optional, ParamSpec, Sequence, Set, TypeVar, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, ParamSpec, Sequence, Set, TypeVar, Union
 
 from pebble._pebble import ThreadCore
 from pebble.errors import attach_traceback
@@ -43,6 +43,10 @@ class ThreadPool(BasePool):
         self._core = ThreadCore()
         self._workers: Set[threading.Thread] = set()
         self._workers_lock = threading.Lock()
+        # Notified when a worker leaves. join() waits on it rather than in
+        # Thread.join(), which Ctrl-C can leave believing a live thread ended.
+        self._worker_left = threading.Condition(self._workers_lock)
+        self._left: List[threading.Thread] = []  # left the pool, maybe still ending
         self._worker_count = 0
 
     # -- workers -------------------------------------------------------------
@@ -58,19 +62,31 @@ class ThreadPool(BasePool):
                                       name="ThreadPool-worker-%d" % self._worker_count)
             self._workers.add(thread)
             # Started under the lock: join() must never see it in the set unstarted.
-            thread.start()
+            try:
+                thread.start()
+            except BaseException:
+                self._workers.discard(thread)
+                raise
 
     def _worker(self) -> None:
-        if self._initializer is not None:
-            try:
-                self._initializer(*self._initargs)
-            except BaseException as error:
-                self._fail(error)
-                return
-        if self._core.work(self._max_tasks):
-            with self._state_lock:
-                if self._state in (RUNNING_STATE, CLOSED):
-                    self._spawn_worker()
+        try:
+            if self._initializer is not None:
+                try:
+                    self._initializer(*self._initargs)
+                except BaseException as error:
+                    self._fail(error)
+                    return
+            if self._core.work(self._max_tasks):
+                with self._state_lock:
+                    if self._state in (RUNNING_STATE, CLOSED):
+                        self._spawn_worker()
+        finally:
+            with self._workers_lock:
+                me = threading.current_thread()
+                self._workers.discard(me)
+                self._left = [t for t in self._left if t.is_alive()]
+                self._left.append(me)
+                self._worker_left.notify_all()
 
     def _fail(self, error: BaseException) -> None:
         """Enter the error state: refuse work and fail every queued call."""
@@ -96,7 +112,7 @@ class ThreadPool(BasePool):
             return True
         if self._state == CLOSED:
             with self._workers_lock:
-                return any(t.is_alive() for t in self._workers)
+                return bool(self._workers)
         return False
 
     def schedule(self, function: Callable[..., R], args: Iterable[Any] = (),
@@ -150,17 +166,17 @@ class ThreadPool(BasePool):
             future.set_running_or_notify_cancel()
 
     def _join(self, deadline: Optional[float]) -> bool:
-        while True:
-            with self._workers_lock:
-                alive = [t for t in self._workers if t.is_alive()]
-                self._workers.difference_update(
-                    [t for t in self._workers if not t.is_alive()])
-            if not alive:
-                return True
-            for thread in alive:
-                if thread is threading.current_thread():
-                    raise RuntimeError("join() called from a worker of the pool")
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                thread.join(remaining)
-                if thread.is_alive():
+        with self._workers_lock:
+            if threading.current_thread() in self._workers:
+                raise RuntimeError("join() called from a worker of the pool")
+            while self._workers:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
                     return False
+                self._worker_left.wait(remaining)
+            leaving = list(self._left)
+            self._left.clear()
+        # They have left the pool; these joins only see their threads end.
+        for thread in leaving:
+            thread.join()
+        return True
