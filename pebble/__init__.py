@@ -3,8 +3,8 @@
 from pebble import _process_call, asynchronous, concurrent
 from pebble._version import __version__ as __version__
 from pebble.errors import ProcessExpired
-from pebble.futures import MapFuture, ProcessFuture, ProcessMapFuture
 from pebble.functions import sighandler, synchronized, waitforqueues, waitforthreads
+from pebble.futures import MapFuture, ProcessFuture, ProcessMapFuture
 from pebble.pool import ProcessPool, ThreadPool
 
 _process_call.register_exit_hook()

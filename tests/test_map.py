@@ -701,6 +701,7 @@ def test_map_iterator_propagates_fetch_errors():
 def test_map_iterator_is_collected_in_cycles():
     import gc
     import weakref
+
     from pebble._pebble import MapIterator
     from pebble.common import MapError
 

@@ -637,7 +637,8 @@ def test_task_sent_to_a_worker_killed_while_idle_is_not_lost(cheap_context):
 
 
 @pytest.mark.skipif("san.so" in os.environ.get("LD_PRELOAD", ""),
-                    reason="hundreds of forks of a sanitized process: its allocator is not fork-safe")
+                    reason="hundreds of forks of a sanitized process: "
+                           "its allocator is not fork-safe")
 def test_burst_of_control_messages_is_not_lost():
     """Hundreds of spawn and kill requests at once overflow the launcher's
     socket buffer: they wait for it, none is dropped."""
