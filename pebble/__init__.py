@@ -1,6 +1,8 @@
 """pebble: threading and multiprocessing eye-candy on a native engine."""
 
-from pebble import _process_call, asynchronous, concurrent
+from pebble import _process_call
+from pebble import asynchronous as asynchronous
+from pebble import concurrent as concurrent
 from pebble._version import __version__ as __version__
 from pebble.errors import ProcessExpired
 from pebble.functions import sighandler, synchronized, waitforqueues, waitforthreads

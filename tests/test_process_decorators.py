@@ -738,7 +738,7 @@ def test_no_leak_over_many_calls():
         time.sleep(0.1)
         fds, threads = fd_count(), thread_count()
         pids = set()
-        for i in range(300):
+        for _ in range(300):
             future = decofuncs.pid_and_parent()
             pid, _ = future.result(timeout=30)
             pids.add(pid)
@@ -756,10 +756,10 @@ def test_no_leak_over_many_failing_calls():
         decofuncs.add(1, 1).result(timeout=30)
         time.sleep(0.1)
         fds, threads = fd_count(), thread_count()
-        for i in range(100):
+        for _ in range(100):
             assert isinstance(decofuncs.exit_with(1).exception(timeout=30), ProcessExpired)
             assert isinstance(decofuncs.fail("x").exception(timeout=30), ValueError)
-        for i in range(20):
+        for _ in range(20):
             future = concurrent.process(timeout=0.01)(decofuncs.plain_sleep)(10)
             assert isinstance(future.exception(timeout=30), futures.TimeoutError)
         assert _settled(fd_count, fds) <= fds
@@ -872,7 +872,7 @@ def test_exit_waits_for_nondaemon_call(tmp_path, start_method):
 
 def test_exit_waits_for_nondaemon_call_defined_in_main(tmp_path, start_method):
     # Interpreter exit races the call: it must never lose, so run it a few times.
-    for attempt in range(3):
+    for _attempt in range(3):
         _check_nondaemon_exit(tmp_path, NONDAEMON_SCRIPT, start_method)
         (tmp_path / "finished").unlink()
 

@@ -432,7 +432,7 @@ def test_cancel_kill_race():
             futures.append(future)
             futures.append(pool.schedule(pf.add, args=(1, 1)))
         assert wait_until(lambda: all(f.done() for f in futures), 120, 0.05)
-        for cancelled, follower in zip(futures[::2], futures[1::2]):
+        for cancelled, follower in zip(futures[::2], futures[1::2], strict=True):
             assert cancelled.cancelled()
             assert follower.result(timeout=0) == 2
         assert_pool_works(pool)

@@ -522,7 +522,7 @@ def test_stop_cancels_queued_and_running():
     for future in futures:
         with pytest.raises(CancelledError):
             future.result(timeout=0)
-    assert all(wait_until(lambda: pid_gone(pid)) for pid in pids)
+    assert all(wait_until(lambda pid=pid: pid_gone(pid)) for pid in pids)
     with pytest.raises(RuntimeError):
         pool.schedule(pf.getpid)
 

@@ -104,7 +104,7 @@ def run_soak(total, pool_size=2):
                         pass
             finished, pending = wait(futures, timeout=120)
             assert not pending, "%d futures never resolved" % len(pending)
-            for i, future in zip(indexes, futures):
+            for i, future in zip(indexes, futures, strict=True):
                 outcome = check(i, future, killed)
                 counts[outcome] = counts.get(outcome, 0) + 1
             with lock:
