@@ -393,7 +393,7 @@ def render_terminal(title, rows):
 
     def line(cells):
         return "  ".join(str(c).rjust(w) if i in RIGHT else str(c).ljust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths)))
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=False)))
 
     out = [title, "=" * len(title), line(HEADER),
            "  ".join("-" * w for w in widths)]
@@ -414,7 +414,7 @@ def render_rst(title, rows):
     def line(cells):
         return "|" + "|".join(
             " " + (str(c).rjust(w) if i in RIGHT else str(c).ljust(w)) + " "
-            for i, (c, w) in enumerate(zip(cells, widths))) + "|"
+            for i, (c, w) in enumerate(zip(cells, widths, strict=False))) + "|"
 
     out = [title, "~" * len(title), "", rule("-"), line(HEADER), rule("=")]
     for row in rows:

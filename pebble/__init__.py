@@ -15,12 +15,14 @@ except ModuleNotFoundError as _error:  # pragma: no cover - depends on how pebbl
         "or run from another directory" % (_here, _os.path.dirname(_here))
     ) from _error
 
-from pebble import _process_call, asynchronous, concurrent
+from pebble import _process_call
+from pebble import asynchronous as asynchronous
+from pebble import concurrent as concurrent
 from pebble._version import __version__ as __version__
 from pebble.consts import CONSTS
 from pebble.errors import ProcessExpired
-from pebble.futures import MapFuture, ProcessFuture, ProcessMapFuture
 from pebble.functions import sighandler, synchronized, waitforqueues, waitforthreads
+from pebble.futures import MapFuture, ProcessFuture, ProcessMapFuture
 from pebble.pool import ProcessPool, ThreadPool
 
 _process_call.register_exit_hook()

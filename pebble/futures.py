@@ -1,4 +1,5 @@
-"""The futures of pebble: ProcessFuture, whose cancel() stops a running call, and the map futures."""
+"""The futures of pebble: ProcessFuture, whose cancel() stops a running call, and
+the map futures."""
 
 from __future__ import annotations
 

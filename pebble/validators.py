@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Optional, Tuple, Union
 
+
 def check_chunksize(chunksize: Any) -> int:
     """Validate a map chunksize and return it as an int (floats are rounded up)."""
     if isinstance(chunksize, bool) or not isinstance(chunksize, (int, float)):

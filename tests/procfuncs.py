@@ -252,8 +252,10 @@ def init_exit(code):
 # -- pools inside workers, calls from workers ----------------------------
 
 def nested_pool(values):
+    import multiprocessing
+
     from pebble import ProcessPool
-    with ProcessPool(max_workers=1) as pool:
+    with ProcessPool(max_workers=1, context=multiprocessing.get_context("fork")) as pool:
         return [pool.schedule(square, args=(v,)).result() for v in values]
 
 

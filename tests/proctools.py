@@ -134,6 +134,12 @@ def shm_entries():
         return set()
 
 
+def with_start_method(code, method):
+    """*code* (dedented) preceded by the lines making *method* its default start method."""
+    return ("import multiprocessing\nmultiprocessing.set_start_method(%r, force=True)\n%s"
+            % (method, textwrap.dedent(code)))
+
+
 def run_script(code, timeout=60, args=(), directory=None):
     """Run *code* in a fresh interpreter with the tests importable; return the result.
 

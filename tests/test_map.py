@@ -1,6 +1,5 @@
 """map() beyond upstream: buffersize (bounded, lazy), ordered=False, progress."""
 
-import functools
 import io
 import itertools
 import multiprocessing
@@ -68,7 +67,10 @@ def slow_input(count, every, pause=0.01):
         yield value
 
 
-def failing_input(good, error=ValueError("input broke")):
+INPUT_BROKE = ValueError("input broke")
+
+
+def failing_input(good, error=INPUT_BROKE):
     yield from range(good)
     raise error
 
@@ -702,6 +704,7 @@ def test_map_iterator_propagates_fetch_errors():
 def test_map_iterator_is_collected_in_cycles():
     import gc
     import weakref
+
     from pebble._pebble import MapIterator
     from pebble.common import MapError
 
@@ -709,7 +712,8 @@ def test_map_iterator_is_collected_in_cycles():
         pass
 
     holder = Holder()
-    holder.iterator = MapIterator(lambda: [holder], MapError)
+    # A default argument, not a closure: the iterator's callback keeps holder alive.
+    holder.iterator = MapIterator(lambda holder=holder: [holder], MapError)
     assert next(holder.iterator) is holder
     ref = weakref.ref(holder)
     del holder

@@ -1,6 +1,7 @@
 """Short tasks are queued a few deep per worker: cancellation, crashes and
 timeouts must still settle every future exactly once."""
 
+import multiprocessing
 import os
 import random
 import time
@@ -9,6 +10,8 @@ from concurrent.futures import CancelledError, TimeoutError, wait
 import pytest
 
 from pebble import ProcessExpired, ProcessPool
+
+FORK = multiprocessing.get_context("fork")
 
 
 def echo(x):
@@ -35,7 +38,7 @@ def sleepy(x, seconds):
 @pytest.mark.timeout(120)
 def test_cancel_races_pipelined_dispatch():
     rng = random.Random(1)
-    with ProcessPool(2) as pool:
+    with ProcessPool(2, context=FORK) as pool:
         for _ in range(5):
             futures = [pool.schedule(echo, (i,)) for i in range(2000)]
             cancelled = set()
@@ -57,7 +60,7 @@ def test_cancel_races_pipelined_dispatch():
 @pytest.mark.timeout(120)
 def test_cancelled_queued_tasks_do_not_run(tmp_path):
     path = str(tmp_path / "ran")
-    with ProcessPool(1) as pool:
+    with ProcessPool(1, context=FORK) as pool:
         # Warm the worker so the pool learns its tasks are short.
         for i in range(50):
             pool.schedule(echo, (i,)).result()
@@ -77,7 +80,7 @@ def test_cancelled_queued_tasks_do_not_run(tmp_path):
 
 @pytest.mark.timeout(120)
 def test_worker_crash_requeues_tasks_queued_behind():
-    with ProcessPool(2) as pool:
+    with ProcessPool(2, context=FORK) as pool:
         for i in range(50):
             pool.schedule(echo, (i,)).result()
         futures = [pool.schedule(crash_on, (i, 500)) for i in range(1000)]
@@ -92,7 +95,7 @@ def test_worker_crash_requeues_tasks_queued_behind():
 
 @pytest.mark.timeout(120)
 def test_timeout_of_running_task_requeues_queued_ones():
-    with ProcessPool(1) as pool:
+    with ProcessPool(1, context=FORK) as pool:
         for i in range(50):
             pool.schedule(echo, (i,)).result()
         slow = pool.schedule(sleepy, (-1, 5), timeout=0.3)
@@ -105,7 +108,7 @@ def test_timeout_of_running_task_requeues_queued_ones():
 @pytest.mark.timeout(60)
 def test_cancel_of_task_queued_in_worker_skips_it(tmp_path):
     path = str(tmp_path / "ran")
-    with ProcessPool(1) as pool:
+    with ProcessPool(1, context=FORK) as pool:
         for i in range(50):
             pool.schedule(echo, (i,)).result()
         pid = pool._core.pids[0]

@@ -31,7 +31,7 @@ SCENARIO = textwrap.dedent('''
     def die(code):
         os._exit(code)
 
-    @concurrent.process(timeout=5)
+    @concurrent.process(timeout=5, context=multiprocessing.get_context("fork"))
     def decorated(x):
         return x + 1
 

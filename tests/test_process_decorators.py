@@ -24,7 +24,7 @@ import procfuncs as pf
 from pebble import ProcessExpired, ProcessFuture, ProcessPool, asynchronous, concurrent
 from pebble.common import RemoteTraceback
 from proctools import (default_start_method, descendants, fd_count, proc_stat, run_script,
-                       thread_count, wait_gone, wait_pid_file, wait_until)
+                       thread_count, wait_gone, wait_pid_file, wait_until, with_start_method)
 
 TIMEOUT = 0.3  # the timeout of decofuncs' timed functions
 LATENESS = 0.1  # how late a TimeoutError may be
@@ -65,8 +65,14 @@ def unexpected_stderr(text):
     return WORKER_EPIPE_NOISE.sub("", text)
 
 
-def run_file(tmp_path, source, *args, timeout=60):
-    """Run *source* as a script in *tmp_path*; return the result and how long it took."""
+def run_file(tmp_path, source, *args, timeout=60, start_method=None):
+    """Run *source* as a script in *tmp_path*; return the result and how long it took.
+
+    *start_method* becomes the script's default start method, for scripts
+    that do not choose one themselves.
+    """
+    if start_method is not None:
+        source = with_start_method(source, start_method)
     start = time.monotonic()
     completed = run_script(source, timeout, args, directory=tmp_path)
     return completed, time.monotonic() - start
@@ -172,9 +178,12 @@ def test_context_and_mp_context_together():
         concurrent.process(context=context, mp_context=multiprocessing.get_context("spawn"))
 
 
-def test_multiprocessing_module_as_context():
+def test_multiprocessing_module_as_context(cheap_method):
+    """The multiprocessing module as context stands for its default start method."""
     assert concurrent.process(context=multiprocessing)(pf.add)(1, 2).result(
         timeout=30) == 3
+    wrapped = concurrent.process(context=multiprocessing)(decofuncs.cmdline)
+    assert started_by(wrapped().result(timeout=30)) == cheap_method
 
 
 BAD_PARAMETERS = [
@@ -661,14 +670,14 @@ with ProcessPool() as pool:
 
 
 def test_seed_concurrent_example(tmp_path):
-    completed, _ = run_file(tmp_path, SEED_CONCURRENT_EXAMPLE)
+    completed, _ = run_file(tmp_path, SEED_CONCURRENT_EXAMPLE, start_method="fork")
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout == "2\n"
     assert unexpected_stderr(completed.stderr) == ""
 
 
 def test_seed_unstable_function_example_as_written(tmp_path):
-    completed, _ = run_file(tmp_path, SEED_UNSTABLE_EXAMPLE)
+    completed, _ = run_file(tmp_path, SEED_UNSTABLE_EXAMPLE, start_method="fork")
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout == ""  # the call succeeded; results is None
     assert unexpected_stderr(completed.stderr) == ""
@@ -685,7 +694,7 @@ def test_seed_unstable_function_example_failures(tmp_path, arg, expected):
     source = ("from pebble import ProcessExpired\n" + SEED_UNSTABLE_EXAMPLE
               .replace("timeout=10", "timeout=1")
               .replace("function(1, kwarg=1)", "function(%s, kwarg=1)" % arg))
-    completed, elapsed = run_file(tmp_path, source)
+    completed, elapsed = run_file(tmp_path, source, start_method="fork")
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.startswith(expected), completed.stdout
     if arg == "'raise'":
@@ -694,7 +703,7 @@ def test_seed_unstable_function_example_failures(tmp_path, arg, expected):
 
 
 def test_seed_basic_usage_example(tmp_path):
-    completed, _ = run_file(tmp_path, SEED_BASIC_USAGE)
+    completed, _ = run_file(tmp_path, SEED_BASIC_USAGE, start_method="fork")
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout == ("Result: 333332833333500000\n"
                                 "Results: [333328333350000, 2666646666700000, "
@@ -726,7 +735,7 @@ def test_no_leak_over_many_calls():
         time.sleep(0.1)
         fds, threads = fd_count(), thread_count()
         pids = set()
-        for i in range(300):
+        for _ in range(300):
             future = decofuncs.pid_and_parent()
             pid, _ = future.result(timeout=30)
             pids.add(pid)
@@ -744,10 +753,10 @@ def test_no_leak_over_many_failing_calls():
         decofuncs.add(1, 1).result(timeout=30)
         time.sleep(0.1)
         fds, threads = fd_count(), thread_count()
-        for i in range(100):
+        for _ in range(100):
             assert isinstance(decofuncs.exit_with(1).exception(timeout=30), ProcessExpired)
             assert isinstance(decofuncs.fail("x").exception(timeout=30), ValueError)
-        for i in range(20):
+        for _ in range(20):
             future = concurrent.process(timeout=0.01)(decofuncs.plain_sleep)(10)
             assert isinstance(future.exception(timeout=30), futures.TimeoutError)
         assert _settled(fd_count, fds) <= fds
@@ -860,7 +869,7 @@ def test_exit_waits_for_nondaemon_call(tmp_path, start_method):
 
 def test_exit_waits_for_nondaemon_call_defined_in_main(tmp_path, start_method):
     # Interpreter exit races the call: it must never lose, so run it a few times.
-    for attempt in range(3):
+    for _attempt in range(3):
         _check_nondaemon_exit(tmp_path, NONDAEMON_SCRIPT, start_method)
         (tmp_path / "finished").unlink()
 
@@ -896,7 +905,7 @@ if __name__ == "__main__":
 
 
 def test_stopping_right_after_calls_prints_nothing(tmp_path):
-    completed, _ = run_file(tmp_path, STOP_AFTER_CALLS_SCRIPT)
+    completed, _ = run_file(tmp_path, STOP_AFTER_CALLS_SCRIPT, start_method="fork")
     assert completed.returncode == 0
     assert completed.stderr == ""
 
@@ -924,7 +933,7 @@ print(second().result())
 @pytest.mark.xfail(strict=True, reason="fork workers come from a launcher forked at the "
                    "first call, so __main__ functions defined after it are unknown there")
 def test_fork_sees_main_functions_defined_after_the_first_call(tmp_path):
-    completed, _ = run_file(tmp_path, LATE_DEFINITION_SCRIPT)
+    completed, _ = run_file(tmp_path, LATE_DEFINITION_SCRIPT, start_method="fork")
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout == "1\n2\n"
 

@@ -1,7 +1,8 @@
 """The documented ProcessPool examples, run as scripts essentially as written.
 
 Sizes and timeouts are scaled down so that they run quickly; otherwise the
-code is the documentation's.
+code is the documentation's. The examples use the default start method,
+which the harness names: fork (Python 3.14 makes forkserver the default).
 """
 
 import os
@@ -12,7 +13,7 @@ import time
 
 import pytest
 
-from proctools import TESTS_DIR
+from proctools import TESTS_DIR, with_start_method
 
 # Sanitizers reserve terabytes of address space for their shadow memory:
 # a process limited to a few KiB of address space cannot run under them.
@@ -22,7 +23,7 @@ UNDER_SANITIZER = pytest.mark.skipif("san.so" in os.environ.get("LD_PRELOAD", ""
 
 def run_example(tmp_path, code, timeout=60):
     script = tmp_path / "example.py"
-    script.write_text(textwrap.dedent(code))
+    script.write_text(with_start_method(code, "fork"))
     start = time.monotonic()
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                             timeout=timeout, cwd=str(tmp_path),

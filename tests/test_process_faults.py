@@ -432,7 +432,7 @@ def test_cancel_kill_race():
             futures.append(future)
             futures.append(pool.schedule(pf.add, args=(1, 1)))
         assert wait_until(lambda: all(f.done() for f in futures), 120, 0.05)
-        for cancelled, follower in zip(futures[::2], futures[1::2]):
+        for cancelled, follower in zip(futures[::2], futures[1::2], strict=True):
             assert cancelled.cancelled()
             assert follower.result(timeout=0) == 2
         assert_pool_works(pool)
@@ -638,7 +638,8 @@ def test_task_sent_to_a_worker_killed_while_idle_is_not_lost(cheap_context):
 
 
 @pytest.mark.skipif("san.so" in os.environ.get("LD_PRELOAD", ""),
-                    reason="hundreds of forks of a sanitized process: its allocator is not fork-safe")
+                    reason="hundreds of forks of a sanitized process: "
+                           "its allocator is not fork-safe")
 def test_burst_of_control_messages_is_not_lost():
     """Hundreds of spawn and kill requests at once overflow the launcher's
     socket buffer: they wait for it, none is dropped."""

@@ -16,7 +16,7 @@ import pytest
 import procfuncs as pf
 from pebble import ProcessExpired, ProcessFuture, ProcessMapFuture, ProcessPool
 from pebble.common import RemoteTraceback
-from proctools import pid_gone, wait_until
+from proctools import default_start_method, pid_gone, wait_until
 
 
 @pytest.fixture
@@ -522,7 +522,7 @@ def test_stop_cancels_queued_and_running():
     for future in futures:
         with pytest.raises(CancelledError):
             future.result(timeout=0)
-    assert all(wait_until(lambda: pid_gone(pid)) for pid in pids)
+    assert all(wait_until(lambda pid=pid: pid_gone(pid)) for pid in pids)
     with pytest.raises(RuntimeError):
         pool.schedule(pf.getpid)
 
@@ -656,9 +656,12 @@ def test_bad_constructor_arguments(kwargs, error):
         ProcessPool(**kwargs)
 
 
-def test_context_module_accepted():
-    with ProcessPool(max_workers=1, context=multiprocessing) as pool:
-        assert pool.schedule(pf.add, args=(1, 1)).result(timeout=30) == 2
+def test_context_module_accepted(cheap_start_method):
+    """The multiprocessing module as context stands for its default start method."""
+    with default_start_method(cheap_start_method):
+        with ProcessPool(max_workers=1, context=multiprocessing) as pool:
+            assert pool._method == cheap_start_method
+            assert pool.schedule(pf.add, args=(1, 1)).result(timeout=30) == 2
 
 
 @pytest.mark.parametrize("call, error", [

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from proctools import with_start_method
+
 README = pathlib.Path(__file__).resolve().parent.parent / "README.rst"
 
 
@@ -25,9 +27,9 @@ def expected_outputs(code):
 
 
 @pytest.mark.parametrize("code", code_blocks())
-def test_readme_example(code, tmp_path):
+def test_readme_example(code, start_method, tmp_path):
     script = tmp_path / "example.py"
-    script.write_text(code)
+    script.write_text(with_start_method(code, start_method))
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -126,7 +126,7 @@ def test_parent_killed_leaves_no_worker(tmp_path):
     script = tmp_path / "victim.py"
     script.write_text(PRELUDE + textwrap.dedent('''
         if __name__ == "__main__":
-            pool = ProcessPool(2)
+            pool = ProcessPool(2, context=multiprocessing.get_context("fork"))
             futures = [pool.schedule(sleep, (60,)) for _ in range(2)]
             while not all(f.running() for f in futures):
                 time.sleep(0.01)

@@ -6,6 +6,7 @@ The default run streams half a million tasks (under a minute here);
 ``pytest --soak`` streams three million.
 """
 
+import multiprocessing
 import os
 import random
 import signal
@@ -78,7 +79,7 @@ def run_soak(total, pool_size=2):
         with lock:
             calls[id(future)] = calls.get(id(future), 0) + 1
 
-    with ProcessPool(pool_size) as pool:
+    with ProcessPool(pool_size, context=multiprocessing.get_context("fork")) as pool:
         # Warm up, then take the baseline.
         wait([pool.schedule(task, (3,)) for _ in range(200)])
         base = (fds(), children(), threading.active_count(), rss_mib())
@@ -103,7 +104,7 @@ def run_soak(total, pool_size=2):
                         pass
             finished, pending = wait(futures, timeout=120)
             assert not pending, "%d futures never resolved" % len(pending)
-            for i, future in zip(indexes, futures):
+            for i, future in zip(indexes, futures, strict=True):
                 outcome = check(i, future, killed)
                 counts[outcome] = counts.get(outcome, 0) + 1
             with lock:

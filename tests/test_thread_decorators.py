@@ -1,9 +1,9 @@
 """The thread decorators: pebble.concurrent.thread and pebble.asynchronous.thread."""
 
 import asyncio
-from concurrent import futures as cf
 import threading
 import time
+from concurrent import futures as cf
 
 import pytest
 

@@ -110,7 +110,7 @@ class MapRun(Generic[T]):
         self._cancelled = False
         self._on_first: Optional[Callable[[], None]] = None
         # One iterable: its elements travel as they are, not as 1-tuples.
-        elements = zip(*iterables) if len(iterables) > 1 else iter(iterables[0])
+        elements = zip(*iterables, strict=False) if len(iterables) > 1 else iter(iterables[0])
         self._source: Optional[Iterator[tuple]] = _chunks(elements, chunksize)
         if buffersize is None:
             self._fill_eagerly()
