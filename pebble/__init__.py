@@ -1,7 +1,7 @@
 """pebble: threading and multiprocessing eye-candy on a native engine."""
 
 try:
-    import pebble._pebble as _pebble
+    import pebble._pebble as _pebble  # noqa: F401 - fails early, with advice, if unbuilt
 except ModuleNotFoundError as _error:  # pragma: no cover - depends on how pebble was built
     import os as _os
 

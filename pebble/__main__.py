@@ -272,7 +272,8 @@ def main(argv: Optional[List[str]] = None) -> int:
           "on this machine (median of %d runs). The last rows have no standard-library\n"
           "counterpart." % args.repeat)
     print()
-    header = "%-42s %15s %15s  %-21s %s" % ("workload", "pebble", "stdlib", "compared with", "pebble is")
+    header = "%-42s %15s %15s  %-21s %s" % (
+        "workload", "pebble", "stdlib", "compared with", "pebble is")
     print(header)
     print("-" * len(header))
     for name, unit, ours, theirs, label in rows:

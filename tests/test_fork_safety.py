@@ -34,6 +34,11 @@ PRELUDE = textwrap.dedent('''
         os.waitpid(pid, 0)
         return None
 
+    def make_pool():
+        if KIND == "process":
+            return ProcessPool(2, context=multiprocessing.get_context("fork"))
+        return ThreadPool(4)
+
     def start(pool):
         stop = threading.Event()
         feeders = [threading.Thread(target=busy, args=(pool, stop)) for _ in range(2)]
@@ -54,7 +59,7 @@ SCENARIOS = {
     # leaves through os._exit or through a normal exit that runs atexit and
     # finalizes the inherited pools.
     "os_fork": '''
-        pool = ProcessPool(2, context=multiprocessing.get_context("fork")) if KIND == "process" else ThreadPool(4)
+        pool = make_pool()
         stop, feeders = start(pool)
         hung = failed = 0
         for i in range(ROUNDS):
@@ -76,7 +81,7 @@ SCENARIOS = {
         def child():
             gc.collect()
 
-        pool = ProcessPool(2, context=multiprocessing.get_context("fork")) if KIND == "process" else ThreadPool(4)
+        pool = make_pool()
         stop, feeders = start(pool)
         hung = failed = 0
         for _ in range(ROUNDS):
@@ -97,7 +102,7 @@ SCENARIOS = {
             gc.collect()
             return x
 
-        first = ProcessPool(2, context=multiprocessing.get_context("fork")) if KIND == "process" else ThreadPool(4)
+        first = make_pool()
         stop, feeders = start(first)
         hung = failed = 0
         for i in range(ROUNDS):

@@ -45,7 +45,7 @@ def test_rows_align_their_units():
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("where", ["checkout", "elsewhere"])
 def test_main_job_runs(where, tmp_path):
-    """The README's main job, run in the checkout (which Python puts first on sys.path) and outside it."""
+    """The README's main job, in the checkout (first on sys.path there) and outside it."""
     cwd = ROOT if where == "checkout" else tmp_path
     if where == "checkout" and not (ROOT / "setup.py").exists():
         pytest.skip("not run from a source checkout")

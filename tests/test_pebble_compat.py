@@ -54,7 +54,8 @@ def named(name, x=1):
     return name, x
 
 
-@pytest.mark.parametrize("options", [{"timeout": 5}, {"context": multiprocessing.get_context("fork")},
+@pytest.mark.parametrize("options", [{"timeout": 5},
+                                     {"context": multiprocessing.get_context("fork")},
                                      {"name": "adder", "daemon": True}])
 def test_concurrent_process_without_at(options):
     assert pebble.concurrent.process(add, **options)(1, 2).result(30) == 3

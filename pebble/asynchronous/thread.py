@@ -40,7 +40,8 @@ def _wrap(function: Callable[..., Any],
 
 
 @overload
-def thread(function: Callable[P, R], /, *, name: Optional[str] = None, daemon: Optional[bool] = True,
+def thread(function: Callable[P, R], /, *, name: Optional[str] = None,
+           daemon: Optional[bool] = True,
            pool: Optional[ThreadPool] = None
            ) -> Callable[P, asyncio.Future[R]]: ...
 

@@ -29,7 +29,8 @@ def _wrap(function: Callable[..., Any],
 
 
 @overload
-def process(function: Callable[P, R], /, *, name: Optional[str] = None, daemon: Optional[bool] = True,
+def process(function: Callable[P, R], /, *, name: Optional[str] = None,
+            daemon: Optional[bool] = True,
             timeout: Optional[float] = None, context: Any = None, mp_context: Any = None,
             pool: Optional[ProcessPool] = None
             ) -> Callable[P, ProcessFuture[R]]: ...

@@ -35,7 +35,8 @@ def _wrap(function: Callable[..., Any], params: Dict[str, Any]) -> Callable[...,
 
 
 @overload
-def thread(function: Callable[P, R], /, *, name: Optional[str] = None, daemon: Optional[bool] = True,
+def thread(function: Callable[P, R], /, *, name: Optional[str] = None,
+           daemon: Optional[bool] = True,
            pool: Optional[ThreadPool] = None
            ) -> Callable[P, Future[R]]: ...
 

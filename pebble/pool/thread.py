@@ -6,7 +6,8 @@ import multiprocessing
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Callable, Dict, Iterable, List, Optional, ParamSpec, Sequence, Set, TypeVar, Union
+from typing import (Any, Callable, Dict, Iterable, List, Optional, ParamSpec, Sequence, Set,
+                    TypeVar, Union)
 
 from pebble._pebble import ThreadCore
 from pebble.errors import attach_traceback
