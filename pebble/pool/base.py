@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from concurrent.futures import Future, InvalidStateError
@@ -42,6 +43,7 @@ class BasePool:
     def __init__(self) -> None:
         self._state: PoolState = CREATED
         self._state_lock = threading.RLock()
+        self._pid = os.getpid()  # a forked child inherits the object, not the workers
         self._error: Optional[BaseException] = None
 
     # -- lifecycle -------------------------------------------------------
@@ -104,6 +106,8 @@ class BasePool:
         timeout = check_timeout(timeout)
         if self._state in (CREATED, RUNNING_STATE):
             raise RuntimeError("The Pool is still running")
+        if self._pid != os.getpid():
+            return  # inherited through fork: its workers belong to the parent
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._join(deadline):
             raise FuturesTimeoutError("Workers are still running")

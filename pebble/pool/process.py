@@ -375,3 +375,7 @@ def _stop_pools_at_exit() -> None:
             pool.join(5)
         except BaseException:
             pass
+
+
+# A forked child has no pool of its own until it starts one.
+os.register_at_fork(after_in_child=_live_pools.clear)
