@@ -54,7 +54,7 @@ setup(
         Extension(
             "pebble._pebble",
             sources=SOURCES,
-            depends=["csrc/pebble.h"],
+            depends=["csrc/pebble.h", "csrc/procpool.h"],
             define_macros=define_macros,
             undef_macros=undef_macros,
             extra_compile_args=extra_compile_args,

@@ -19,7 +19,7 @@
  * Lock order: the mutex may be taken with or without the GIL, but the GIL
  * is never requested while the mutex is held.
  */
-#include "pebble.h"
+#include "procpool.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -30,144 +30,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define KILL_GRACE_NS (250LL * 1000000LL)   /* SIGTERM -> SIGKILL */
-#define STAGE_SIZE (64 * 1024)              /* per-worker read staging */
-#define QDEPTH 4                            /* tasks queued in a worker behind the running one */
-#define WQ_CAP 16                           /* frames waiting to be written to a worker */
-#define PIPELINE_MAX_NS (500LL * 1000)      /* pipeline only tasks shorter than this */
-
-/* Task outcomes, decided by the I/O thread or by cancel()/stop(). */
-enum {
-    OUT_NONE = 0,
-    OUT_RESULT,      /* data holds a RESULT frame payload */
-    OUT_ERROR,       /* data holds an ERROR frame payload */
-    OUT_TIMEOUT,     /* the deadline passed: TimeoutError */
-    OUT_EXPIRED,     /* the worker died: ProcessExpired(exitcode, pid) */
-    OUT_CANCELLED,   /* cancelled through the future: nothing to do */
-    OUT_STOPPED,     /* dropped by stop(): cancel the future */
-    OUT_BROKEN,      /* the pool entered the error state */
-};
-
-/* Task states. */
-enum { T_PENDING = 1, T_SENT, T_DONE };
-
-typedef struct pp_task {
-    uint64_t id;
-    PyObject *future;          /* owned; touched only with the GIL */
-    PyObject *payload;         /* owned bytes; its buffer is read by the I/O thread */
-    Py_buffer *oob;            /* out-of-band pickle buffers, exported (GIL to release) */
-    int noob;
-    uint64_t *lens;            /* frame length table when noob > 0 */
-    uint64_t frame_len;        /* payload bytes of its TASK frame */
-    uint64_t frame_end;        /* stream offset, on its worker's task pipe, of its frame's end */
-    int64_t timeout_ns;        /* -1: none */
-    int64_t deadline;          /* set at dispatch */
-    int state;                 /* T_* */
-    int outcome;               /* OUT_* once done */
-    int cancel_requested;      /* cancel() while T_SENT: kill its worker */
-    int on_started;            /* queued on the started list already */
-    int delivered;             /* its frame was fully written to the worker */
-    int cancel_sent;           /* a CANCEL frame went after it */
-    int64_t started_at;        /* when it became its worker's running task */
-    struct pp_task *prev, *next;   /* pending queue, then completion list */
-    struct pp_task *snext;     /* started list (to mark futures running) */
-    char *data;                /* result payload (malloc), OUT_RESULT/OUT_ERROR */
-    size_t len;
-    uint32_t nbufs;
-    int exitcode;              /* OUT_EXPIRED */
-    pid_t pid;
-} pp_task;
-
-/* Worker process states. */
-enum {
-    P_STARTING = 1,   /* SPAWN sent, waiting for SPAWNED */
-    P_ALIVE,          /* channels open */
-    P_RETIRING,       /* task pipe closed after max_tasks: exits by itself */
-    P_DYING,          /* killed: waiting for EXITED */
-};
-
-typedef struct pp_proc {
-    int state;
-    uint64_t gen;              /* matches SPAWN with SPAWNED */
-    pid_t pid;
-    int task_fd;               /* write end, non-blocking */
-    int result_fd;             /* read end, non-blocking */
-    int ready;                 /* READY received */
-    int eof;                   /* result pipe reached EOF */
-    pp_task *task;             /* running (the head of its queue), or NULL */
-    pp_task *queued[QDEPTH];   /* sent behind the running task, in order */
-    int nqueued;
-    int64_t ewma_ns;           /* recent task duration, -1 unknown */
-    uint64_t ntasks;           /* results received */
-    int64_t kill_at;           /* SIGKILL escalation time, -1 none */
-    /* Output: frames waiting to be written, the first one partly. */
-    struct {
-        pb_frame_hdr hdr;
-        pp_task *task;         /* payload source; NULL for control frames */
-    } wq[WQ_CAP];
-    int wq_head, wq_len;
-    size_t woff;               /* bytes of wq[wq_head] already written */
-    uint64_t wqueued;          /* bytes ever queued on the task pipe */
-    uint64_t wwritten;         /* bytes ever written to it */
-    int wbusy;                 /* frames are waiting to be written */
-    int wwatch;                /* task_fd is watched for writability */
-    int wfail;                 /* the last write failed: channel broken */
-    int rdata_ready;           /* stage or rdata got bytes to parse */
-    /* Input: a staging buffer and the frame being assembled. */
-    char *stage;
-    size_t slen;               /* bytes in stage */
-    pb_frame_hdr rhdr;         /* header of the frame being read */
-    int rhave_hdr;
-    char *rdata;               /* its payload (malloc) */
-    size_t rgot;
-} pp_proc;
-
-/* Pool states. */
-enum { S_RUNNING = 0, S_CLOSING, S_STOPPING, S_ERROR };
-
-typedef struct {
-    PyObject_HEAD
-    pthread_mutex_t mutex;
-    pthread_cond_t done_cond;      /* completer: completions or finish */
-    int max_workers;
-    uint64_t max_tasks;
-    int spare;                     /* elastic mode (>= 0): busy + pending + spare workers */
-    pid_t owner;                   /* the process that created the engine */
-    int state;                     /* S_* */
-    int finished;                  /* the I/O thread has left */
-    int io_started;
-    pthread_t io_thread;
-    pb_loop *loop;
-    int ctl_fd;                    /* launcher control socket (non-blocking) */
-    int ctl_eof;
-    /* Control messages the socket could not take yet, oldest first. */
-    pb_ctl_msg *ctlq;
-    int ctlq_head, ctlq_len, ctlq_cap;
-    int ctl_wwatch;                /* ctl_fd is watched for writability */
-    /* Pending queue (doubly linked, FIFO). */
-    pp_task *pend_head, *pend_tail;
-    Py_ssize_t npending;
-    /* Tasks waiting for the completer. */
-    pp_task *done_head, *done_tail;
-    pp_task *started_head, *started_tail;
-    /* Task table: id -> task while the task is pending or sent. */
-    pp_task **table;
-    size_t table_cap, table_len;
-    uint64_t next_id;
-    uint64_t next_gen;
-    int ncancel;                   /* cancel requests for sent tasks */
-    /* Worker processes, including dying ones. */
-    pp_proc *procs;
-    int nprocs, procs_cap;
-    int spawn_failures;
-    int startup_failures;          /* consecutive workers dead before READY */
-    int has_initializer;           /* workers run an initializer at start */
-    /* The error that broke the pool (an INIT_ERROR payload), or an errno. */
-    char *error_data;
-    size_t error_len;
-    int error_errno;
-    const char *error_what;
-} ProcCore;
 
 /* ------------------------------------------------------------------ */
 /* Task table: open addressing, linear probing, backward-shift delete.  */
@@ -314,7 +176,7 @@ live_workers(ProcCore *self)
 {
     int n = 0;
     for (int i = 0; i < self->nprocs; i++)
-        if (self->procs[i].state == P_STARTING || self->procs[i].state == P_ALIVE)
+        if (self->procs[i].state == PROC_STARTING || self->procs[i].state == PROC_ALIVE)
             n++;
     return n;
 }
@@ -421,7 +283,7 @@ proc_retire(ProcCore *self, pp_proc *p)
         p->task_fd = -1;
         p->wwatch = 0;
     }
-    p->state = P_RETIRING;
+    p->state = PROC_RETIRING;
     return 1;
 }
 
@@ -447,17 +309,17 @@ static void
 proc_kill(ProcCore *self, pp_proc *p)
 {
     proc_requeue_queued(self, p);
-    if (p->state == P_DYING)
+    if (p->state == PROC_DYING)
         return;
-    if (p->state == P_STARTING) {
+    if (p->state == PROC_STARTING) {
         /* Not known yet: kill it when SPAWNED arrives. */
         p->kill_at = 0;
-        p->state = P_DYING;
+        p->state = PROC_DYING;
         return;
     }
     proc_close_channels(self, p);
     p->task = NULL;
-    p->state = P_DYING;
+    p->state = PROC_DYING;
     ctl_kill(self, p->pid, SIGTERM);
     p->kill_at = pebble_now_ns() + KILL_GRACE_NS;
 }
@@ -485,7 +347,7 @@ proc_spawn(ProcCore *self)
     }
     pp_proc *p = &self->procs[self->nprocs];
     memset(p, 0, sizeof(*p));
-    p->state = P_STARTING;
+    p->state = PROC_STARTING;
     p->gen = ++self->next_gen;
     p->task_fd = p->result_fd = -1;
     p->kill_at = -1;
@@ -730,7 +592,7 @@ proc_frame(ProcCore *self, pp_proc *p, pb_frame_hdr *h, char *data)
             p->nqueued--;
             task_start(self, p, next);
         }
-        else if (self->max_tasks && p->ntasks >= self->max_tasks && p->state == P_ALIVE) {
+        else if (self->max_tasks && p->ntasks >= self->max_tasks && p->state == PROC_ALIVE) {
             proc_retire(self, p);
         }
         return;
@@ -868,7 +730,7 @@ proc_exited(ProcCore *self, pid_t pid, int status)
 {
     int i;
     for (i = 0; i < self->nprocs; i++)
-        if (self->procs[i].pid == pid && self->procs[i].state != P_STARTING)
+        if (self->procs[i].pid == pid && self->procs[i].state != PROC_STARTING)
             break;
     if (i == self->nprocs)
         return;
@@ -876,7 +738,7 @@ proc_exited(ProcCore *self, pid_t pid, int status)
     /* Whatever it wrote before dying is still in the pipe. */
     proc_read(self, p);
     int code = WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
-    if (p->state == P_ALIVE && !p->ready && self->state != S_STOPPING && self->state != S_ERROR) {
+    if (p->state == PROC_ALIVE && !p->ready && self->state != S_STOPPING && self->state != S_ERROR) {
         /* Died before it was ready: its task never started and goes back
          * to the queue. An initializer that exits breaks the pool, as one
          * that raises does; otherwise only repeated deaths (a worker that
@@ -946,7 +808,7 @@ ctl_read(ProcCore *self)
                 continue;
             }
             p->pid = m.pid;
-            if (p->state == P_DYING) {
+            if (p->state == PROC_DYING) {
                 close(fds[0]);
                 close(fds[1]);
                 ctl_kill(self, p->pid, SIGKILL);
@@ -959,7 +821,7 @@ ctl_read(ProcCore *self)
             pb_fd_register(p->result_fd);
             pb_set_nonblock(p->task_fd);
             pb_set_nonblock(p->result_fd);
-            p->state = P_ALIVE;
+            p->state = PROC_ALIVE;
             pb_loop_watch(self->loop, p->result_fd, PB_EV_READ);
         }
         else if (m.op == PB_CTL_SPAWN_FAILED) {
@@ -1020,7 +882,7 @@ handle_deadlines(ProcCore *self)
                 next = p->task->deadline;
             }
         }
-        if (p->state == P_DYING && p->kill_at > 0) {
+        if (p->state == PROC_DYING && p->kill_at > 0) {
             if (p->kill_at <= now) {
                 ctl_kill(self, p->pid, SIGKILL);
                 p->kill_at = -1;
@@ -1060,8 +922,8 @@ proc_write_failed(ProcCore *self, pp_proc *p)
     p->woff = 0;
     p->wbusy = 0;
     p->wwatch = 0;
-    if (p->state == P_ALIVE || p->state == P_RETIRING) {
-        p->state = P_DYING;
+    if (p->state == PROC_ALIVE || p->state == PROC_RETIRING) {
+        p->state = PROC_DYING;
         ctl_kill(self, p->pid, SIGKILL);
         p->kill_at = -1;
     }
@@ -1089,7 +951,7 @@ schedule_work(ProcCore *self)
     for (int ready = 1; ready >= 0; ready--) {
         for (int i = 0; i < self->nprocs && self->pend_head; i++) {
             pp_proc *p = &self->procs[i];
-            if (p->state != P_ALIVE || p->task != NULL || p->ready != ready)
+            if (p->state != PROC_ALIVE || p->task != NULL || p->ready != ready)
                 continue;
             proc_dispatch(self, p, self->pend_head);
         }
@@ -1100,7 +962,7 @@ schedule_work(ProcCore *self)
     for (int depth = 1; depth <= QDEPTH && self->pend_head; depth++) {
         for (int i = 0; i < self->nprocs && self->pend_head; i++) {
             pp_proc *p = &self->procs[i];
-            if (p->state != P_ALIVE || p->task == NULL || p->nqueued >= depth
+            if (p->state != PROC_ALIVE || p->task == NULL || p->nqueued >= depth
                 || p->ewma_ns < 0 || p->ewma_ns > PIPELINE_MAX_NS || self->spare >= 0
                 || (self->max_tasks && p->ntasks + 1 + (uint64_t)p->nqueued >= self->max_tasks)
                 || p->wq_len >= WQ_CAP - 2)
@@ -1112,7 +974,7 @@ schedule_work(ProcCore *self)
         /* Drained: idle workers are told to exit. */
         for (int i = 0; i < self->nprocs; i++) {
             pp_proc *p = &self->procs[i];
-            if (p->state == P_ALIVE && p->task == NULL && p->nqueued == 0)
+            if (p->state == PROC_ALIVE && p->task == NULL && p->nqueued == 0)
                 proc_retire(self, p);
         }
     }
@@ -1126,7 +988,7 @@ schedule_work(ProcCore *self)
             for (int j = 0; j < p->nqueued; j++)
                 task_finish(self, p->queued[j], OUT_STOPPED);
             p->nqueued = 0;
-            if (p->state == P_ALIVE || p->state == P_RETIRING || p->state == P_STARTING)
+            if (p->state == PROC_ALIVE || p->state == PROC_RETIRING || p->state == PROC_STARTING)
                 proc_kill(self, p);
         }
     }
@@ -1806,7 +1668,7 @@ ProcCore_get_pids(ProcCore *self, void *Py_UNUSED(closure))
     pid_t pids[n > 0 ? n : 1];
     int k = 0;
     for (int i = 0; i < n; i++)
-        if (self->procs[i].state == P_ALIVE)
+        if (self->procs[i].state == PROC_ALIVE)
             pids[k++] = self->procs[i].pid;
     pthread_mutex_unlock(&self->mutex);
     for (int i = 0; i < k; i++) {
