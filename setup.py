@@ -20,6 +20,7 @@ SOURCES = [
     "csrc/channel.c",
     "csrc/worker.c",
     "csrc/procpool.c",
+    "csrc/tasktable.c",
     "csrc/platform_linux.c",
     "csrc/platform_posix.c",
     "csrc/reaper.c",

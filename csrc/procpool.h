@@ -153,4 +153,25 @@ typedef struct {
     const char *error_what;        /* what failed, NULL while the pool is sound */
 } ProcCore;
 
+/* ------------------------------------------------------------------ */
+/* tasktable.c: task table, pending queue, completion list             */
+/* ------------------------------------------------------------------ */
+
+/* Adds t under t->id. 0 or -1 (out of memory). Mutex held. */
+PEBBLE_HIDDEN int tt_insert(ProcCore *self, pp_task *t);
+/* The pending or sent task with that id, or NULL. Mutex held. */
+PEBBLE_HIDDEN pp_task *tt_find(ProcCore *self, uint64_t id);
+/* Forgets t; nothing happens if it is not in the table. Mutex held. */
+PEBBLE_HIDDEN void tt_remove(ProcCore *self, pp_task *t);
+/* Appends a new task to the pending queue; 1 if the queue was empty. */
+PEBBLE_HIDDEN int pend_push_back(ProcCore *self, pp_task *t);
+/* Takes t out of the pending queue. Mutex held. */
+PEBBLE_HIDDEN void pend_unlink(ProcCore *self, pp_task *t);
+/* Puts t back at the head of the pending queue (it never started). */
+PEBBLE_HIDDEN void pend_push_front(ProcCore *self, pp_task *t);
+/* Records t's OUT_* outcome and hands t to the completer (once). */
+PEBBLE_HIDDEN void task_finish(ProcCore *self, pp_task *t, int outcome);
+/* Releases t and everything it owns. GIL held. */
+PEBBLE_HIDDEN void task_free(pp_task *t);
+
 #endif /* PEBBLE_PROCPOOL_H */
