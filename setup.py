@@ -21,6 +21,7 @@ SOURCES = [
     "csrc/worker.c",
     "csrc/procpool.c",
     "csrc/tasktable.c",
+    "csrc/block.c",
     "csrc/platform_linux.c",
     "csrc/platform_posix.c",
     "csrc/reaper.c",

@@ -103,6 +103,10 @@ pebble_exec(PyObject *module)
         goto error;
     if (pebble_proccore_init(module, st) < 0)
         goto error;
+    if (pebble_block_init(module, st) < 0)
+        goto error;
+    if (pebble_worker_init(module) < 0)
+        goto error;
     if (pebble_mapiter_init(module) < 0)
         goto error;
 #ifdef PEBBLE_FORCE_POSIX

@@ -113,6 +113,8 @@ PEBBLE_HIDDEN int pebble_threadcore_init(PyObject *module, pebble_state *st);
 /* ------------------------------------------------------------------ */
 
 PEBBLE_HIDDEN int pebble_proccore_init(PyObject *module, pebble_state *st);
+/* block.c: the Block type results are unpickled from. */
+PEBBLE_HIDDEN int pebble_block_init(PyObject *module, pebble_state *st);
 
 /* mapiter.c: the MapIterator type and take(). */
 PEBBLE_HIDDEN int pebble_mapiter_init(PyObject *module);

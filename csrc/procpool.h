@@ -174,4 +174,14 @@ PEBBLE_HIDDEN void task_finish(ProcCore *self, pp_task *t, int outcome);
 /* Releases t and everything it owns. GIL held. */
 PEBBLE_HIDDEN void task_free(pp_task *t);
 
+/* ------------------------------------------------------------------ */
+/* block.c                                                              */
+/* ------------------------------------------------------------------ */
+
+/* Wraps t->data in *block (a new Block taking ownership of it, the first
+ * time) and returns a memoryview of [off, off + len). New reference, or
+ * NULL with an exception set. */
+PEBBLE_HIDDEN PyObject *block_view(PyTypeObject *block_type, pp_task *t, PyObject **block,
+                                   size_t off, size_t len);
+
 #endif /* PEBBLE_PROCPOOL_H */
