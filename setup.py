@@ -22,6 +22,7 @@ SOURCES = [
     "csrc/procpool.c",
     "csrc/tasktable.c",
     "csrc/block.c",
+    "csrc/complete.c",
     "csrc/platform_linux.c",
     "csrc/platform_posix.c",
     "csrc/reaper.c",

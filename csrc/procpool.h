@@ -184,4 +184,19 @@ PEBBLE_HIDDEN void task_free(pp_task *t);
 PEBBLE_HIDDEN PyObject *block_view(PyTypeObject *block_type, pp_task *t, PyObject **block,
                                    size_t off, size_t len);
 
+/* ------------------------------------------------------------------ */
+/* complete.c                                                           */
+/* ------------------------------------------------------------------ */
+
+/* What the completer needs besides the pool; references borrowed. */
+typedef struct {
+    PyObject *resolve;   /* Python: resolve(future, outcome, timeout, exitcode, pid) */
+    PyObject *invalid_state;  /* concurrent.futures.InvalidStateError */
+    PyTypeObject *block_type;
+} completer_ctx;
+
+/* Resolves finished tasks' futures until the I/O thread has left and
+ * none is left. GIL held; released while waiting. */
+PEBBLE_HIDDEN void pp_complete(ProcCore *self, pebble_state *st, completer_ctx *cx);
+
 #endif /* PEBBLE_PROCPOOL_H */
