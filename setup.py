@@ -23,6 +23,7 @@ SOURCES = [
     "csrc/tasktable.c",
     "csrc/block.c",
     "csrc/complete.c",
+    "csrc/sched.c",
     "csrc/platform_linux.c",
     "csrc/platform_posix.c",
     "csrc/reaper.c",

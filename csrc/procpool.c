@@ -34,16 +34,6 @@
 /* Workers (I/O thread, mutex held unless said)                         */
 /* ------------------------------------------------------------------ */
 
-static int
-live_workers(ProcCore *self)
-{
-    int n = 0;
-    for (int i = 0; i < self->nprocs; i++)
-        if (self->procs[i].state == PROC_STARTING || self->procs[i].state == PROC_ALIVE)
-            n++;
-    return n;
-}
-
 static void
 proc_close_channels(ProcCore *self, pp_proc *p)
 {
@@ -127,7 +117,7 @@ ctl_kill(ProcCore *self, pid_t pid, int sig)
 /* Tells an idle worker to exit by itself. Descriptors inherited by other
  * processes would hide EOF, so the request is an explicit frame. Returns
  * 0 when the worker still has frames to receive (try again later). */
-static int
+int
 proc_retire(ProcCore *self, pp_proc *p)
 {
     pb_frame_hdr h;
@@ -168,7 +158,7 @@ proc_requeue_queued(ProcCore *self, pp_proc *p)
 /* Kills a worker: SIGTERM now, SIGKILL after the grace period. Its running
  * task, if any, must already be finished by the caller; tasks queued
  * behind it go back to the pending queue. */
-static void
+void
 proc_kill(ProcCore *self, pp_proc *p)
 {
     proc_requeue_queued(self, p);
@@ -195,7 +185,7 @@ proc_remove(ProcCore *self, int i)
 }
 
 /* Asks the launcher for a new worker. */
-static void
+void
 proc_spawn(ProcCore *self)
 {
     if (self->ctl_eof)
@@ -249,7 +239,7 @@ pool_break(ProcCore *self, const char *what, int err)
 }
 
 /* Queues a frame for p. Returns 0, or -1 when its output queue is full. */
-static int
+int
 wq_push(pp_proc *p, uint32_t kind, uint64_t id, pp_task *t)
 {
     if (p->wq_len == WQ_CAP)
@@ -267,49 +257,6 @@ wq_push(pp_proc *p, uint32_t kind, uint64_t id, pp_task *t)
     if (t != NULL)
         t->frame_end = p->wqueued;
     return 0;
-}
-
-static void task_mark_started(ProcCore *self, pp_task *t);
-
-/* t became the task p runs: its timeout starts now, or when p is ready
- * (a fresh interpreter may take a while to start and run its initializer). */
-static void
-task_start(ProcCore *self, pp_proc *p, pp_task *t)
-{
-    p->task = t;
-    t->started_at = pebble_now_ns();
-    t->deadline = t->timeout_ns >= 0 && p->ready ? t->started_at + t->timeout_ns : -1;
-    if (p->ready)
-        task_mark_started(self, t);
-}
-
-/* Queues t for the completer to mark its future running. */
-static void
-task_mark_started(ProcCore *self, pp_task *t)
-{
-    if (!t->on_started) {
-        t->on_started = 1;
-        t->snext = NULL;
-        if (self->started_tail)
-            self->started_tail->snext = t;
-        else
-            self->started_head = t;
-        self->started_tail = t;
-    }
-}
-
-/* Sends t to p: it runs at once if p is idle, otherwise after p's queue. */
-static void
-proc_dispatch(ProcCore *self, pp_proc *p, pp_task *t)
-{
-    pend_unlink(self, t);
-    t->state = T_SENT;
-    t->delivered = 0;
-    wq_push(p, PB_FRAME_TASK, t->id, t);
-    if (p->task == NULL)
-        task_start(self, p, t);
-    else
-        p->queued[p->nqueued++] = t;
 }
 
 /* Writes as many queued frames as the pipe takes, in one writev. Called
@@ -441,8 +388,7 @@ proc_frame(ProcCore *self, pp_proc *p, pb_frame_hdr *h, char *data)
             return;
         }
         pp_task *t = p->task;
-        int64_t now = pebble_now_ns(), took = now - t->started_at;
-        p->ewma_ns = p->ewma_ns < 0 ? took : (p->ewma_ns * 3 + took) / 4;
+        sched_note_duration(p, pebble_now_ns() - t->started_at);
         p->task = NULL;
         p->ntasks++;
         t->data = data;
@@ -789,71 +735,6 @@ proc_write_failed(ProcCore *self, pp_proc *p)
         p->state = PROC_DYING;
         ctl_kill(self, p->pid, SIGKILL);
         p->kill_at = -1;
-    }
-}
-
-/* Keeps the worker count and hands pending tasks to idle workers. */
-static void
-schedule_work(ProcCore *self)
-{
-    if (self->state == S_RUNNING || (self->state == S_CLOSING && self->pend_head != NULL)) {
-        int want = self->max_workers;
-        if (self->spare >= 0) {
-            /* Elastic: a worker per task in flight, plus warm spares. */
-            int busy = 0;
-            for (int i = 0; i < self->nprocs; i++)
-                busy += self->procs[i].task != NULL;
-            int64_t w = (int64_t)busy + self->npending + (self->state == S_RUNNING ? self->spare : 0);
-            want = w < self->max_workers ? (int)w : self->max_workers;
-        }
-        for (int n = live_workers(self); n < want && !self->ctl_eof; n++)
-            proc_spawn(self);
-    }
-    /* Idle workers first, one task each: those ready to run it at once
-     * before those still starting (a fresh interpreter takes a while). */
-    for (int ready = 1; ready >= 0; ready--) {
-        for (int i = 0; i < self->nprocs && self->pend_head; i++) {
-            pp_proc *p = &self->procs[i];
-            if (p->state != PROC_ALIVE || p->task != NULL || p->ready != ready)
-                continue;
-            proc_dispatch(self, p, self->pend_head);
-        }
-    }
-    /* A backlog of short tasks is queued a few deep behind running ones, so
-     * a worker never waits for the next task after sending a result. Long
-     * tasks are not: a queued task would wait while another worker idles. */
-    for (int depth = 1; depth <= QDEPTH && self->pend_head; depth++) {
-        for (int i = 0; i < self->nprocs && self->pend_head; i++) {
-            pp_proc *p = &self->procs[i];
-            if (p->state != PROC_ALIVE || p->task == NULL || p->nqueued >= depth
-                || p->ewma_ns < 0 || p->ewma_ns > PIPELINE_MAX_NS || self->spare >= 0
-                || (self->max_tasks && p->ntasks + 1 + (uint64_t)p->nqueued >= self->max_tasks)
-                || p->wq_len >= WQ_CAP - 2)
-                continue;
-            proc_dispatch(self, p, self->pend_head);
-        }
-    }
-    if (self->state == S_CLOSING && self->pend_head == NULL) {
-        /* Drained: idle workers are told to exit. */
-        for (int i = 0; i < self->nprocs; i++) {
-            pp_proc *p = &self->procs[i];
-            if (p->state == PROC_ALIVE && p->task == NULL && p->nqueued == 0)
-                proc_retire(self, p);
-        }
-    }
-    if (self->state == S_STOPPING) {
-        for (int i = 0; i < self->nprocs; i++) {
-            pp_proc *p = &self->procs[i];
-            if (p->task) {
-                task_finish(self, p->task, OUT_STOPPED);
-                p->task = NULL;
-            }
-            for (int j = 0; j < p->nqueued; j++)
-                task_finish(self, p->queued[j], OUT_STOPPED);
-            p->nqueued = 0;
-            if (p->state == PROC_ALIVE || p->state == PROC_RETIRING || p->state == PROC_STARTING)
-                proc_kill(self, p);
-        }
     }
 }
 

@@ -12,9 +12,12 @@
 /* Tunables. */
 #define KILL_GRACE_NS (250LL * 1000000LL)   /* SIGTERM -> SIGKILL */
 #define STAGE_SIZE (64 * 1024)              /* per-worker read staging */
-#define QDEPTH 4                            /* tasks queued in a worker behind the running one */
+/* Tasks queued in a worker behind the one it runs. A deeper queue hides
+ * more of the gap between a result and the next task; a shallower one
+ * leaves more tasks pending, where any worker that frees up takes them and
+ * cancel() needs no CANCEL frame. */
+#define QDEPTH 4
 #define WQ_CAP 16                           /* frames waiting to be written to a worker */
-#define PIPELINE_MAX_NS (500LL * 1000)      /* pipeline only tasks shorter than this */
 
 /* Task outcomes, decided by the I/O thread or by cancel()/stop(). */
 enum {
@@ -198,5 +201,32 @@ typedef struct {
 /* Resolves finished tasks' futures until the I/O thread has left and
  * none is left. GIL held; released while waiting. */
 PEBBLE_HIDDEN void pp_complete(ProcCore *self, pebble_state *st, completer_ctx *cx);
+
+/* ------------------------------------------------------------------ */
+/* procpool.c: the I/O thread's worker handling                         */
+/* ------------------------------------------------------------------ */
+
+/* Queues a frame for p. Returns 0, or -1 when its output queue is full. */
+PEBBLE_HIDDEN int wq_push(pp_proc *p, uint32_t kind, uint64_t id, pp_task *t);
+/* Asks the launcher for a new worker. */
+PEBBLE_HIDDEN void proc_spawn(ProcCore *self);
+/* Tells an idle worker to exit by itself; 0 if it must be asked later. */
+PEBBLE_HIDDEN int proc_retire(ProcCore *self, pp_proc *p);
+/* Kills a worker whose running task is finished already (SIGTERM, then
+ * SIGKILL); tasks queued behind it go back to the pending queue. */
+PEBBLE_HIDDEN void proc_kill(ProcCore *self, pp_proc *p);
+
+/* ------------------------------------------------------------------ */
+/* sched.c: which worker runs what (I/O thread, mutex held)            */
+/* ------------------------------------------------------------------ */
+
+/* Keeps the worker count and hands pending tasks to workers. */
+PEBBLE_HIDDEN void schedule_work(ProcCore *self);
+/* t became the task p runs: its timeout starts now, or when p is ready. */
+PEBBLE_HIDDEN void task_start(ProcCore *self, pp_proc *p, pp_task *t);
+/* Queues t for the completer to mark its future running. */
+PEBBLE_HIDDEN void task_mark_started(ProcCore *self, pp_task *t);
+/* Counts a task that took that long into p's recent task duration. */
+PEBBLE_HIDDEN void sched_note_duration(pp_proc *p, int64_t took_ns);
 
 #endif /* PEBBLE_PROCPOOL_H */
