@@ -24,6 +24,7 @@ SOURCES = [
     "csrc/block.c",
     "csrc/complete.c",
     "csrc/sched.c",
+    "csrc/lifecycle.c",
     "csrc/platform_linux.c",
     "csrc/platform_posix.c",
     "csrc/reaper.c",

@@ -203,11 +203,22 @@ typedef struct {
 PEBBLE_HIDDEN void pp_complete(ProcCore *self, pebble_state *st, completer_ctx *cx);
 
 /* ------------------------------------------------------------------ */
-/* procpool.c: the I/O thread's worker handling                         */
+/* procpool.c: the I/O thread's channels                                */
 /* ------------------------------------------------------------------ */
 
 /* Queues a frame for p. Returns 0, or -1 when its output queue is full. */
 PEBBLE_HIDDEN int wq_push(pp_proc *p, uint32_t kind, uint64_t id, pp_task *t);
+/* Reads and parses everything available now from p's result pipe. */
+PEBBLE_HIDDEN void proc_read(ProcCore *self, pp_proc *p);
+/* Queues a control message for the launcher and sends what it can. */
+PEBBLE_HIDDEN void ctl_post(ProcCore *self, pb_ctl_msg m);
+/* Asks the launcher to send sig to pid. */
+PEBBLE_HIDDEN void ctl_kill(ProcCore *self, pid_t pid, int sig);
+
+/* ------------------------------------------------------------------ */
+/* lifecycle.c: worker processes (I/O thread, mutex held)              */
+/* ------------------------------------------------------------------ */
+
 /* Asks the launcher for a new worker. */
 PEBBLE_HIDDEN void proc_spawn(ProcCore *self);
 /* Tells an idle worker to exit by itself; 0 if it must be asked later. */
@@ -215,6 +226,19 @@ PEBBLE_HIDDEN int proc_retire(ProcCore *self, pp_proc *p);
 /* Kills a worker whose running task is finished already (SIGTERM, then
  * SIGKILL); tasks queued behind it go back to the pending queue. */
 PEBBLE_HIDDEN void proc_kill(ProcCore *self, pp_proc *p);
+/* Closes p's pipes and drops its buffers. */
+PEBBLE_HIDDEN void proc_close_channels(ProcCore *self, pp_proc *p);
+/* Sends the tasks queued behind p's running task back to the pending
+ * queue, or drops those cancelled meanwhile. */
+PEBBLE_HIDDEN void proc_requeue_queued(ProcCore *self, pp_proc *p);
+/* Forgets procs[i] (the last one takes its place). */
+PEBBLE_HIDDEN void proc_remove(ProcCore *self, int i);
+/* Puts the pool in the error state: every task fails, workers are killed. */
+PEBBLE_HIDDEN void pool_break(ProcCore *self, const char *what, int err);
+/* Settles what the worker pid was given; it exited with that wait status. */
+PEBBLE_HIDDEN void proc_exited(ProcCore *self, pid_t pid, int status);
+/* p's task pipe broke: requeues what it never received, kills it. */
+PEBBLE_HIDDEN void proc_write_failed(ProcCore *self, pp_proc *p);
 
 /* ------------------------------------------------------------------ */
 /* sched.c: which worker runs what (I/O thread, mutex held)            */
