@@ -25,6 +25,7 @@ SOURCES = [
     "csrc/complete.c",
     "csrc/sched.c",
     "csrc/lifecycle.c",
+    "csrc/ioloop.c",
     "csrc/platform_linux.c",
     "csrc/platform_posix.c",
     "csrc/reaper.c",

@@ -203,8 +203,12 @@ typedef struct {
 PEBBLE_HIDDEN void pp_complete(ProcCore *self, pebble_state *st, completer_ctx *cx);
 
 /* ------------------------------------------------------------------ */
-/* procpool.c: the I/O thread's channels                                */
+/* ioloop.c: the I/O thread                                             */
 /* ------------------------------------------------------------------ */
+
+/* The I/O thread's body; arg is the ProcCore. Leaves once the pool has
+ * stopped or drained and every worker is gone. */
+PEBBLE_HIDDEN void *io_main(void *arg);
 
 /* Queues a frame for p. Returns 0, or -1 when its output queue is full. */
 PEBBLE_HIDDEN int wq_push(pp_proc *p, uint32_t kind, uint64_t id, pp_task *t);
