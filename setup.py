@@ -18,6 +18,7 @@ SOURCES = [
     "csrc/threadpool.c",
     "csrc/mapiter.c",
     "csrc/channel.c",
+    "csrc/frame.c",
     "csrc/worker.c",
     "csrc/procpool.c",
     "csrc/tasktable.c",
@@ -60,7 +61,7 @@ setup(
         Extension(
             "pebble._pebble",
             sources=SOURCES,
-            depends=["csrc/pebble.h", "csrc/procpool.h"],
+            depends=["csrc/pebble.h", "csrc/procpool.h", "csrc/frame.h"],
             define_macros=define_macros,
             undef_macros=undef_macros,
             extra_compile_args=extra_compile_args,

@@ -120,30 +120,6 @@ PEBBLE_HIDDEN int pebble_block_init(PyObject *module, pebble_state *st);
 PEBBLE_HIDDEN int pebble_mapiter_init(PyObject *module);
 PEBBLE_HIDDEN PyObject *pebble_take(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
-/* Frame kinds on a worker's channel. */
-enum {
-    PB_FRAME_TASK = 1,      /* parent -> worker: pickled (function, args, kwargs) */
-    PB_FRAME_PREPARE = 2,   /* launcher -> spawned worker: pickled preparation data */
-    PB_FRAME_INIT = 3,      /* launcher -> worker: pickled (initializer, initargs) */
-    PB_FRAME_STOP = 4,      /* parent -> worker: exit cleanly */
-    PB_FRAME_CANCEL = 5,    /* parent -> worker: drop task id if not started */
-    PB_FRAME_READY = 10,    /* worker -> parent: started, initializer done */
-    PB_FRAME_RESULT = 11,   /* worker -> parent: pickled result */
-    PB_FRAME_ERROR = 12,    /* worker -> parent: pickled exception of the task */
-    PB_FRAME_INIT_ERROR = 13, /* worker -> parent: the initializer failed */
-    PB_FRAME_SKIPPED = 14,  /* worker -> parent: task id dropped, never run */
-};
-
-/* Every frame starts with this header; *len* payload bytes follow. When
- * nbufs > 0 the payload starts with nbufs + 1 uint64 lengths (the pickle,
- * then each out-of-band buffer) followed by the data itself. */
-typedef struct {
-    uint64_t id;      /* task id, 0 for frames not about a task */
-    uint64_t len;     /* payload bytes after the header */
-    uint32_t kind;    /* PB_FRAME_* */
-    uint32_t nbufs;   /* out-of-band pickle buffers in the payload */
-} pb_frame_hdr;
-
 /* Control messages between the pool and its launcher process, sent on a
  * SOCK_SEQPACKET socket pair. SPAWNED carries the worker's task-write and
  * result-read descriptors as SCM_RIGHTS. */

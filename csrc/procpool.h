@@ -7,7 +7,7 @@
 #ifndef PEBBLE_PROCPOOL_H
 #define PEBBLE_PROCPOOL_H
 
-#include "pebble.h"
+#include "frame.h"
 
 /* Tunables. */
 #define KILL_GRACE_NS (250LL * 1000000LL)   /* SIGTERM -> SIGKILL */

@@ -9,7 +9,7 @@
  * execute them and writes the result frames back, GIL released around
  * every blocking read and write.
  */
-#include "pebble.h"
+#include "frame.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,64 +22,6 @@
 #include <unistd.h>
 
 extern char **environ;
-
-#define MAX_VIEWS 256
-
-/* Writes one frame: a header, a length table when there are out-of-band
- * buffers, the in-band pickle (ninband consecutive buffers) and the
- * out-of-band buffers. 0 or -1 with errno set. No Python calls. */
-static int
-write_frame(int fd, uint64_t id, uint32_t kind, Py_buffer *bufs, int ninband, int noob,
-            const uint64_t *skipped, int nskipped)
-{
-    pb_frame_hdr h, skips[16];
-    struct iovec iov[3 + MAX_VIEWS];
-    uint64_t lens[MAX_VIEWS + 1];
-    int n = 0;
-    if (ninband + noob > MAX_VIEWS || nskipped > 16) {
-        errno = E2BIG;
-        return -1;
-    }
-    if (nskipped > 0) {
-        /* SKIPPED reports go first, in the same write. */
-        memset(skips, 0, sizeof(skips));
-        for (int i = 0; i < nskipped; i++) {
-            skips[i].id = skipped[i];
-            skips[i].kind = PB_FRAME_SKIPPED;
-        }
-        iov[n].iov_base = skips;
-        iov[n++].iov_len = (size_t)nskipped * sizeof(pb_frame_hdr);
-    }
-    memset(&h, 0, sizeof(h));
-    h.id = id;
-    h.kind = kind;
-    h.nbufs = (uint32_t)noob;
-    uint64_t inband = 0;
-    for (int i = 0; i < ninband; i++)
-        inband += (uint64_t)bufs[i].len;
-    h.len = inband;
-    if (noob > 0) {
-        lens[0] = inband;
-        for (int i = 0; i < noob; i++) {
-            lens[i + 1] = (uint64_t)bufs[ninband + i].len;
-            h.len += lens[i + 1];
-        }
-        h.len += (uint64_t)(noob + 1) * sizeof(uint64_t);
-    }
-    iov[n].iov_base = &h;
-    iov[n++].iov_len = sizeof(h);
-    if (noob > 0) {
-        iov[n].iov_base = lens;
-        iov[n++].iov_len = (size_t)(noob + 1) * sizeof(uint64_t);
-    }
-    for (int i = 0; i < ninband + noob; i++) {
-        if (bufs[i].len == 0)
-            continue;
-        iov[n].iov_base = bufs[i].buf;
-        iov[n++].iov_len = (size_t)bufs[i].len;
-    }
-    return pb_writev_all(fd, iov, n);
-}
 
 /* Exports every item of seq (None: nothing) into views. Returns the count
  * or -1 with an exception set; views already taken stay in *views. */
@@ -125,17 +67,17 @@ static int
 send_python_frame(int fd, uint64_t id, uint32_t kind, PyObject *data, PyObject *buffers,
                   const uint64_t *skipped, int nskipped)
 {
-    Py_buffer views[MAX_VIEWS];
+    Py_buffer views[PB_FRAME_MAX_VIEWS];
     int taken = 0, rc = -1;
-    int ninband = export_views(data, views, MAX_VIEWS, &taken);
+    int ninband = export_views(data, views, PB_FRAME_MAX_VIEWS, &taken);
     if (ninband < 0)
         goto done;
-    int noob = export_views(buffers, views + ninband, MAX_VIEWS - ninband, &taken);
+    int noob = export_views(buffers, views + ninband, PB_FRAME_MAX_VIEWS - ninband, &taken);
     if (noob < 0)
         goto done;
     int r, err = 0;
     Py_BEGIN_ALLOW_THREADS
-    r = write_frame(fd, id, kind, views, ninband, noob, skipped, nskipped);
+    r = pb_frame_write(fd, id, kind, views, ninband, noob, skipped, nskipped);
     if (r < 0)
         err = errno;
     Py_END_ALLOW_THREADS
@@ -432,7 +374,7 @@ pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 memset(&none, 0, sizeof(none));
                 none.buf = "";
                 Py_BEGIN_ALLOW_THREADS
-                rc = write_frame(result_fd, 0, PB_FRAME_READY, &none, 1, 0, NULL, 0);
+                rc = pb_frame_write(result_fd, 0, PB_FRAME_READY, &none, 1, 0, NULL, 0);
                 if (rc < 0)
                     err = errno;
                 Py_END_ALLOW_THREADS
@@ -597,7 +539,7 @@ launcher_spawn(launcher *L, pb_ctl_msg *req, int child_fds[2])
     for (int i = 0; i < L->nframes; i++) {
         int r;
         Py_BEGIN_ALLOW_THREADS
-        r = write_frame(tp[1], 0, L->kinds[i], &L->frames[i], 1, 0, NULL, 0);
+        r = pb_frame_write(tp[1], 0, L->kinds[i], &L->frames[i], 1, 0, NULL, 0);
         Py_END_ALLOW_THREADS
         if (r < 0)
             break;  /* it died already: EXITED will tell */
