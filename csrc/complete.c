@@ -15,43 +15,33 @@ static PyObject *
 task_loads(pebble_state *st, PyTypeObject *block_type, pp_task *t)
 {
     PyObject *block = NULL, *view = NULL, *buffers = NULL, *value = NULL;
-    uint64_t *lens = NULL;
+    pb_span *spans = NULL;
     if (t->nbufs == 0) {
         view = block_view(block_type, t, &block, 0, t->len);
         if (view != NULL)
             value = PyObject_CallOneArg(st->pickle_loads, view);
         goto done;
     }
-    size_t nlen = (size_t)t->nbufs + 1;
-    size_t hdr = nlen * sizeof(uint64_t);
-    if (t->len < hdr)
-        goto corrupt;
-    lens = PyMem_Malloc(hdr);
-    if (lens == NULL) {
+    size_t nspans = (size_t)t->nbufs + 1;
+    spans = PyMem_Malloc(nspans * sizeof(pb_span));
+    if (spans == NULL) {
         PyErr_NoMemory();
         goto done;
     }
-    memcpy(lens, t->data, hdr);
-    size_t off = hdr;
-    for (size_t i = 0; i < nlen; i++) {
-        if (lens[i] > t->len - off)
-            goto corrupt;
-        off += (size_t)lens[i];
-    }
+    if (pb_frame_split(t->data, t->len, t->nbufs, spans) < 0)
+        goto corrupt;
     buffers = PyList_New(0);
     if (buffers == NULL)
         goto done;
-    off = hdr + (size_t)lens[0];
-    for (size_t i = 1; i < nlen; i++) {
-        PyObject *b = block_view(block_type, t, &block, off, (size_t)lens[i]);
-        off += (size_t)lens[i];
+    for (size_t i = 1; i < nspans; i++) {
+        PyObject *b = block_view(block_type, t, &block, spans[i].off, spans[i].len);
         if (b == NULL || PyList_Append(buffers, b) < 0) {
             Py_XDECREF(b);
             goto done;
         }
         Py_DECREF(b);
     }
-    view = block_view(block_type, t, &block, hdr, (size_t)lens[0]);
+    view = block_view(block_type, t, &block, spans[0].off, spans[0].len);
     if (view == NULL)
         goto done;
     PyObject *args = PyTuple_Pack(1, view);
@@ -64,7 +54,7 @@ task_loads(pebble_state *st, PyTypeObject *block_type, pp_task *t)
 corrupt:
     PyErr_SetString(PyExc_ValueError, "corrupt result frame");
 done:
-    PyMem_Free(lens);
+    PyMem_Free(spans);
     Py_XDECREF(view);
     Py_XDECREF(buffers);
     Py_XDECREF(block);

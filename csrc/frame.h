@@ -16,6 +16,9 @@
  *
  * so large buffers are written from where they are and read back as
  * slices of the received block. Frames not about a task have id 0.
+ *
+ * Readers check every header before allocating its payload: a length over
+ * PB_FRAME_MAX_LEN, or too short for the frame's length table, is an error.
  */
 #ifndef PEBBLE_FRAME_H
 #define PEBBLE_FRAME_H
@@ -56,5 +59,48 @@ _Static_assert(sizeof(pb_frame_hdr) == 24, "the header has no padding");
  * 0 or -1 with errno set. No Python calls: callable without the GIL. */
 PEBBLE_HIDDEN int pb_frame_write(int fd, uint64_t id, uint32_t kind, Py_buffer *bufs, int ninband,
                                  int noob, const uint64_t *skipped, int nskipped);
+
+/* Longest payload a reader accepts: far above any pickle a pool moves, far
+ * below what a corrupt header would ask to allocate. */
+#define PB_FRAME_MAX_LEN (1ULL << 40)
+
+/* 0 when h can head a frame, -1 when its length is impossible. */
+PEBBLE_HIDDEN int pb_frame_check(const pb_frame_hdr *h);
+
+/* A frame being cut out of a stream of bytes. Zero it to start. */
+typedef struct {
+    pb_frame_hdr hdr;   /* the frame's header, once have_hdr */
+    int have_hdr;       /* the header is in, the payload still coming */
+    char *data;         /* storage for hdr.len payload bytes */
+    size_t got;         /* payload bytes in data */
+} pb_frame_reader;
+
+/* Returns storage for the payload of the frame h heads, or NULL. */
+typedef char *(*pb_frame_alloc_fn)(void *ctx, const pb_frame_hdr *h);
+
+/* What pb_frame_parse() found. */
+enum {
+    PB_PARSE_NOMEM = -2,   /* alloc returned NULL */
+    PB_PARSE_BAD = -1,     /* a header pb_frame_check() refuses */
+    PB_PARSE_MORE = 0,     /* every byte used, no frame complete */
+    PB_PARSE_FRAME = 1,    /* a frame is complete */
+};
+
+/* Feeds the bytes buf[*off:len] to r, advancing *off. On PB_PARSE_FRAME
+ * r->hdr is the frame's header and *payload its storage, which the caller
+ * now owns; call again for the next frame. Its payload may also be read
+ * straight into r->data + r->got while r->have_hdr is set. */
+PEBBLE_HIDDEN int pb_frame_parse(pb_frame_reader *r, const char *buf, size_t len, size_t *off,
+                                 pb_frame_alloc_fn alloc, void *ctx, char **payload);
+
+/* A piece of a payload. */
+typedef struct {
+    size_t off, len;
+} pb_span;
+
+/* Reads the length table of a payload of len bytes with nbufs > 0
+ * out-of-band buffers: spans[0] receives the pickle, spans[1..nbufs] the
+ * buffers. 0, or -1 when the table does not fit the payload. */
+PEBBLE_HIDDEN int pb_frame_split(const char *payload, size_t len, uint32_t nbufs, pb_span *spans);
 
 #endif /* PEBBLE_FRAME_H */

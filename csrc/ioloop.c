@@ -254,13 +254,14 @@ proc_fill(pp_proc *p)
         return;
     for (;;) {
         ssize_t r;
-        if (p->rhave_hdr && p->slen == 0 && p->rgot < p->rhdr.len) {
+        pb_frame_reader *rd = &p->rd;
+        if (rd->have_hdr && p->slen == 0 && rd->got < rd->hdr.len) {
             /* A large payload is read straight into its own block. */
-            r = read(p->result_fd, p->rdata + p->rgot, (size_t)(p->rhdr.len - p->rgot));
+            r = read(p->result_fd, rd->data + rd->got, (size_t)(rd->hdr.len - rd->got));
             if (r > 0) {
-                p->rgot += (size_t)r;
+                rd->got += (size_t)r;
                 p->rdata_ready = 1;
-                if (p->rgot < p->rhdr.len)
+                if (rd->got < rd->hdr.len)
                     continue;
                 return;
             }
@@ -285,6 +286,13 @@ proc_fill(pp_proc *p)
     }
 }
 
+/* Storage for a result frame's payload (pb_frame_alloc_fn). */
+static char *
+proc_alloc(void *ctx, const pb_frame_hdr *h)
+{
+    return malloc(h->len ? (size_t)h->len : 1);
+}
+
 /* Turns buffered bytes into frames. Mutex held. */
 static void
 proc_parse(ProcCore *self, pp_proc *p)
@@ -292,33 +300,20 @@ proc_parse(ProcCore *self, pp_proc *p)
     size_t off = 0;
     p->rdata_ready = 0;
     for (;;) {
-        if (!p->rhave_hdr) {
-            if (p->slen - off < sizeof(pb_frame_hdr))
-                break;
-            memcpy(&p->rhdr, p->stage + off, sizeof(pb_frame_hdr));
-            off += sizeof(pb_frame_hdr);
-            p->rhave_hdr = 1;
-            p->rgot = 0;
-            p->rdata = malloc(p->rhdr.len ? (size_t)p->rhdr.len : 1);
-            if (p->rdata == NULL) {
-                /* Cannot hold the frame: drop the channel. */
-                p->rhave_hdr = 0;
-                p->eof = 1;
-                break;
-            }
-        }
-        size_t take = p->slen - off;
-        if (take > p->rhdr.len - p->rgot)
-            take = (size_t)(p->rhdr.len - p->rgot);
-        memcpy(p->rdata + p->rgot, p->stage + off, take);
-        p->rgot += take;
-        off += take;
-        if (p->rgot < p->rhdr.len)
+        char *d;
+        int rc = pb_frame_parse(&p->rd, p->stage, p->slen, &off, proc_alloc, NULL, &d);
+        if (rc == PB_PARSE_MORE)
             break;
-        char *d = p->rdata;
-        p->rdata = NULL;
-        p->rhave_hdr = 0;
-        proc_frame(self, p, &p->rhdr, d);
+        if (rc < 0) {
+            /* A corrupt header, or a frame it cannot hold: the channel is
+             * lost, and the worker is killed so its task expires. */
+            off = p->slen;
+            p->eof = 1;
+            p->wfail = 1;
+            break;
+        }
+        pb_frame_hdr h = p->rd.hdr;
+        proc_frame(self, p, &h, d);
         if (p->stage == NULL)
             return;  /* the channel was closed meanwhile */
     }

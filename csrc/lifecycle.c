@@ -32,9 +32,9 @@ proc_close_channels(ProcCore *self, pp_proc *p)
     free(p->stage);
     p->stage = NULL;
     p->slen = 0;
-    free(p->rdata);
-    p->rdata = NULL;
-    p->rhave_hdr = 0;
+    free(p->rd.data);
+    p->rd.data = NULL;
+    p->rd.have_hdr = 0;
     p->wbusy = 0;
     p->wwatch = 0;
     p->wq_len = 0;

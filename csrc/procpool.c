@@ -120,7 +120,7 @@ ProcCore_dealloc(ProcCore *self)
         if (ours)
             proc_close_channels(self, &self->procs[i]);
         free(self->procs[i].stage);
-        free(self->procs[i].rdata);
+        free(self->procs[i].rd.data);
     }
     free(self->procs);
     free(self->table);

@@ -101,10 +101,7 @@ typedef struct pp_proc {
     /* Input: a staging buffer and the frame being assembled. */
     char *stage;
     size_t slen;               /* bytes in stage */
-    pb_frame_hdr rhdr;         /* header of the frame being read */
-    int rhave_hdr;             /* rhdr is valid, its payload incomplete */
-    char *rdata;               /* its payload (malloc) */
-    size_t rgot;               /* payload bytes in rdata */
+    pb_frame_reader rd;        /* the frame being read, payload malloc'd */
 } pp_proc;
 
 /* Pool states. */

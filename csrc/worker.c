@@ -108,10 +108,8 @@ typedef struct {
     int eof;
     char *stage;
     size_t soff, slen;        /* staged bytes are stage[soff:slen] */
-    int have_hdr;             /* h/payload/got describe a frame being read */
-    pb_frame_hdr h;
-    PyObject *payload;
-    size_t got;
+    pb_frame_reader rd;       /* the frame being read, into payload */
+    PyObject *payload;        /* owns rd.data while a frame is read */
     wframe *q;                /* complete frames, oldest first */
     int qhead, qlen, qcap;
 } wreader;
@@ -136,7 +134,19 @@ wr_data(PyObject *payload)
     return PyBytes_Check(payload) ? PyBytes_AS_STRING(payload) : PyByteArray_AS_STRING(payload);
 }
 
-/* Appends the frame being read. 0 or -1 with an exception set. */
+/* Storage for a task frame's payload (pb_frame_alloc_fn). A frame with
+ * out-of-band buffers lands in a bytearray, so the objects rebuilt over
+ * them are writable, as the originals were. NULL with an exception set. */
+static char *
+wr_alloc(void *ctx, const pb_frame_hdr *h)
+{
+    wreader *r = ctx;
+    r->payload = h->nbufs ? PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)h->len)
+                          : PyBytes_FromStringAndSize(NULL, (Py_ssize_t)h->len);
+    return r->payload != NULL ? wr_data(r->payload) : NULL;
+}
+
+/* Appends the frame just read. 0 or -1 with an exception set. */
 static int
 wr_push(wreader *r)
 {
@@ -155,10 +165,9 @@ wr_push(wreader *r)
         r->qhead = 0;
     }
     wframe *f = &r->q[(r->qhead + r->qlen) % r->qcap];
-    f->h = r->h;
+    f->h = r->rd.hdr;
     f->payload = r->payload;
     r->payload = NULL;
-    r->have_hdr = 0;
     r->qlen++;
     return 0;
 }
@@ -168,36 +177,16 @@ static int
 wr_parse(wreader *r)
 {
     for (;;) {
-        size_t avail = r->slen - r->soff;
-        if (!r->have_hdr) {
-            if (avail < sizeof(pb_frame_hdr))
-                break;
-            memcpy(&r->h, r->stage + r->soff, sizeof(pb_frame_hdr));
-            r->soff += sizeof(pb_frame_hdr);
-            avail -= sizeof(pb_frame_hdr);
-            if (r->h.len > (uint64_t)PY_SSIZE_T_MAX) {
-                PyErr_SetString(PyExc_ValueError, "frame too large");
-                return -1;
-            }
-            /* A frame with out-of-band buffers lands in a bytearray, so the
-             * objects rebuilt over them are writable, as the originals were. */
-            r->payload = r->h.nbufs
-                ? PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)r->h.len)
-                : PyBytes_FromStringAndSize(NULL, (Py_ssize_t)r->h.len);
-            if (r->payload == NULL)
-                return -1;
-            r->have_hdr = 1;
-            r->got = 0;
-        }
-        size_t take = (size_t)r->h.len - r->got;
-        if (take > avail)
-            take = avail;
-        memcpy(wr_data(r->payload) + r->got, r->stage + r->soff, take);
-        r->got += take;
-        r->soff += take;
-        if (r->got < r->h.len)
+        char *payload;
+        int rc = pb_frame_parse(&r->rd, r->stage, r->slen, &r->soff, wr_alloc, r, &payload);
+        if (rc == PB_PARSE_MORE)
             break;
-        if (wr_push(r) < 0)
+        if (rc == PB_PARSE_BAD) {
+            PyErr_Format(PyExc_ValueError, "corrupt frame header (length %llu, %u buffers)",
+                         (unsigned long long)r->rd.hdr.len, (unsigned int)r->rd.hdr.nbufs);
+            return -1;
+        }
+        if (rc == PB_PARSE_NOMEM || wr_push(r) < 0)
             return -1;
     }
     if (r->soff == r->slen)
@@ -219,11 +208,12 @@ wr_fill(wreader *r, int block)
         int wait = block && r->qlen == 0;
         char *dst;
         size_t room;
-        int direct = r->have_hdr && r->soff == r->slen && r->h.len - r->got >= WSTAGE;
+        pb_frame_reader *rd = &r->rd;
+        int direct = rd->have_hdr && r->soff == r->slen && rd->hdr.len - rd->got >= WSTAGE;
         if (direct) {
             /* A large payload goes straight into its bytes object. */
-            dst = wr_data(r->payload) + r->got;
-            room = (size_t)r->h.len - r->got;
+            dst = rd->data + rd->got;
+            room = (size_t)rd->hdr.len - rd->got;
         }
         else {
             if (r->soff > 0) {
@@ -253,14 +243,11 @@ wr_fill(wreader *r, int block)
         }
         Py_END_ALLOW_THREADS
         if (n > 0) {
-            if (direct) {
-                r->got += (size_t)n;
-                if (r->got == r->h.len && wr_push(r) < 0)
-                    return -1;
-            }
-            else {
+            /* A payload read in full is completed by wr_parse(). */
+            if (direct)
+                rd->got += (size_t)n;
+            else
                 r->slen += (size_t)n;
-            }
             continue;
         }
         if (n == 0) {
@@ -273,6 +260,51 @@ wr_fill(wreader *r, int block)
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
+}
+
+/* Cuts a task payload (a bytearray) with nbufs out-of-band buffers into
+ * writable memoryviews: *data over its pickle, *buffers a list over each
+ * buffer. 0, or -1 with an exception set. */
+static int
+wr_split(PyObject *payload, uint32_t nbufs, PyObject **data, PyObject **buffers)
+{
+    size_t n = (size_t)nbufs + 1;
+    PyObject *whole = NULL;
+    int rc = -1;
+    *data = *buffers = NULL;
+    pb_span *spans = PyMem_Malloc(n * sizeof(pb_span));
+    if (spans == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (pb_frame_split(wr_data(payload), (size_t)Py_SIZE(payload), nbufs, spans) < 0) {
+        PyErr_SetString(PyExc_ValueError, "corrupt task frame");
+        goto done;
+    }
+    whole = PyMemoryView_FromObject(payload);
+    if (whole == NULL)
+        goto done;
+    *data = PySequence_GetSlice(whole, (Py_ssize_t)spans[0].off,
+                                (Py_ssize_t)(spans[0].off + spans[0].len));
+    *buffers = PyList_New((Py_ssize_t)nbufs);
+    if (*data == NULL || *buffers == NULL)
+        goto done;
+    for (size_t i = 1; i < n; i++) {
+        PyObject *b = PySequence_GetSlice(whole, (Py_ssize_t)spans[i].off,
+                                          (Py_ssize_t)(spans[i].off + spans[i].len));
+        if (b == NULL)
+            goto done;
+        PyList_SET_ITEM(*buffers, (Py_ssize_t)(i - 1), b);
+    }
+    rc = 0;
+done:
+    if (rc < 0) {
+        Py_CLEAR(*data);
+        Py_CLEAR(*buffers);
+    }
+    Py_XDECREF(whole);
+    PyMem_Free(spans);
+    return rc;
 }
 
 /* Drops the queued tasks named by queued CANCEL frames; stores their ids
@@ -304,8 +336,8 @@ PyDoc_STRVAR(pebble_worker_run_doc,
 "Serve the worker's channel until a STOP frame or EOF (return None) or a\n"
 "failed initializer (return False). setup(kind, payload) handles PREPARE\n"
 "and INIT frames and returns None or the pickled error of the initializer;\n"
-"execute(payload[, nbufs]) returns (kind, data, buffers) for a task; nbufs\n"
-"is the number of out-of-band pickle buffers laid out in payload.");
+"execute(pickle[, buffers]) returns (kind, data, buffers) for a task; the\n"
+"task's out-of-band pickle buffers come as a list of memoryviews.");
 
 static PyObject *
 pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -391,9 +423,17 @@ pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             PyErr_Format(PyExc_ValueError, "unexpected frame kind %u", kind);
             goto done;
         }
-        PyObject *res = f.h.nbufs
-            ? PyObject_CallFunction(execute, "OI", f.payload, (unsigned int)f.h.nbufs)
-            : PyObject_CallOneArg(execute, f.payload);
+        PyObject *res = NULL;
+        if (f.h.nbufs) {
+            PyObject *data, *buffers;
+            if (wr_split(f.payload, f.h.nbufs, &data, &buffers) == 0)
+                res = PyObject_CallFunctionObjArgs(execute, data, buffers, NULL);
+            Py_XDECREF(data);
+            Py_XDECREF(buffers);
+        }
+        else {
+            res = PyObject_CallOneArg(execute, f.payload);
+        }
         Py_DECREF(f.payload);
         if (res == NULL)
             goto done;
