@@ -20,6 +20,7 @@ SOURCES = [
     "csrc/channel.c",
     "csrc/frame.c",
     "csrc/worker.c",
+    "csrc/launcher.c",
     "csrc/procpool.c",
     "csrc/tasktable.c",
     "csrc/block.c",

@@ -107,6 +107,8 @@ pebble_exec(PyObject *module)
         goto error;
     if (pebble_worker_init(module) < 0)
         goto error;
+    if (pebble_launcher_init(module) < 0)
+        goto error;
     if (pebble_mapiter_init(module) < 0)
         goto error;
 #ifdef PEBBLE_FORCE_POSIX

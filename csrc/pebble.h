@@ -213,7 +213,9 @@ PEBBLE_HIDDEN int pb_reaper_kill(pb_reaper *r, pid_t pid, int sig);
 /* SIGKILLs every registered child and waits for each. */
 PEBBLE_HIDDEN void pb_reaper_kill_all(pb_reaper *r);
 
-/* worker.c */
+/* worker.c: worker_run() and the frame kinds Python sends. */
 PEBBLE_HIDDEN int pebble_worker_init(PyObject *module);
+/* launcher.c: launcher_run() and set_parent_death_signal(). */
+PEBBLE_HIDDEN int pebble_launcher_init(PyObject *module);
 
 #endif /* PEBBLE_H */

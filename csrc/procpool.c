@@ -12,7 +12,7 @@
  *    sleeps on a condition variable without the GIL and, woken with a
  *    batch of finished tasks, takes the GIL once to resolve their futures.
  *
- * Workers are started by a launcher process (see worker.c), so spawning
+ * Workers are started by a launcher process (see launcher.c), so spawning
  * never needs the GIL and never blocks the I/O thread. Every worker has
  * its own task and result pipes: no lock is shared between processes.
  *
