@@ -198,7 +198,7 @@ proc_frame(ProcCore *self, pp_proc *p, pb_frame_hdr *h, char *data)
             data = NULL;
         }
         free(data);
-        pool_break(self, "initializer", 0);
+        pool_break(self, FAIL_INITIALIZER, 0);
         return;
     case PB_FRAME_SKIPPED:
         /* A queued task the worker dropped after its CANCEL frame. */
@@ -371,7 +371,7 @@ ctl_read(ProcCore *self)
             while (self->nprocs)
                 proc_remove(self, self->nprocs - 1);
             if (self->state == S_RUNNING || self->state == S_CLOSING)
-                pool_break(self, "launcher", 0);
+                pool_break(self, FAIL_LAUNCHER, 0);
             return;
         }
         if (m.op == PB_CTL_SPAWNED) {
@@ -410,8 +410,8 @@ ctl_read(ProcCore *self)
                     break;
                 }
             }
-            if (++self->spawn_failures >= 3)
-                pool_break(self, "spawn", m.arg);
+            if (++self->spawn_failures >= self->max_start_failures)
+                pool_break(self, FAIL_SPAWN, m.arg);
         }
         else if (m.op == PB_CTL_EXITED) {
             proc_exited(self, m.pid, m.arg);

@@ -139,12 +139,12 @@ proc_spawn(ProcCore *self)
 
 /* Puts the pool in the error state: every task fails, workers are killed. */
 void
-pool_break(ProcCore *self, const char *what, int err)
+pool_break(ProcCore *self, int what, int err)
 {
     if (self->state == S_ERROR)
         return;
     self->state = S_ERROR;
-    if (self->error_what == NULL) {
+    if (self->error_what == FAIL_NONE) {
         self->error_what = what;
         self->error_errno = err;
     }
@@ -203,8 +203,8 @@ proc_exited(ProcCore *self, pid_t pid, int status)
             pend_push_front(self, p->task);
             p->task = NULL;
         }
-        if (self->has_initializer || ++self->startup_failures >= 3)
-            pool_break(self, "startup", code);
+        if (self->has_initializer || ++self->startup_failures >= self->max_start_failures)
+            pool_break(self, FAIL_STARTUP, code);
     }
     if (p->task && proc_never_read(p, p->task)) {
         /* It died (killed while idle, say) before reading its task. */

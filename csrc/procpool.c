@@ -28,16 +28,13 @@
 static PyObject *
 ProcCore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"max_workers", "max_tasks", "spare", "initializer", NULL};
-    int max_workers, spare = -1, has_initializer = 0;
-    unsigned long long max_tasks = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|Kip:ProcCore", kwlist, &max_workers,
-                                     &max_tasks, &spare, &has_initializer))
+    static char *kwlist[] = {"max_workers", "max_tasks", "spare", "initializer",
+                             "start_failures", NULL};
+    int max_workers, spare, has_initializer, start_failures;
+    unsigned long long max_tasks;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iKipi:ProcCore", kwlist, &max_workers,
+                                     &max_tasks, &spare, &has_initializer, &start_failures))
         return NULL;
-    if (max_workers < 1) {
-        PyErr_SetString(PyExc_ValueError, "max_workers must be >= 1");
-        return NULL;
-    }
     ProcCore *self = (ProcCore *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
@@ -47,6 +44,7 @@ ProcCore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->max_tasks = max_tasks;
     self->spare = spare;
     self->has_initializer = has_initializer;
+    self->max_start_failures = start_failures;
     self->next_id = 1;
     if (pthread_mutex_init(&self->mutex, NULL) != 0 || pthread_cond_init(&self->done_cond, NULL) != 0) {
         Py_DECREF(self);
@@ -139,7 +137,7 @@ PyDoc_STRVAR(ProcCore_submit_doc,
 "submit($self, future, payload, timeout, buffers=None, /)\n--\n\n"
 "Queue a pickled task for future; timeout is None or seconds; buffers are\n"
 "the pickle's out-of-band buffers, written to the worker as they are.\n"
-"Return the task id. Raise RuntimeError when the pool no longer accepts work.");
+"Return the task id, or None when the pool no longer accepts work.");
 
 /* Exports the out-of-band buffers of t's pickle and lays out its frame.
  * 0 or -1 with an exception set (BufferError for non-contiguous ones). */
@@ -205,12 +203,9 @@ ProcCore_submit(ProcCore *self, PyObject *const *args, Py_ssize_t nargs)
 
     pthread_mutex_lock(&self->mutex);
     if (self->state != S_RUNNING) {
-        int st = self->state;
         pthread_mutex_unlock(&self->mutex);
         task_free(t);
-        PyErr_SetString(PyExc_RuntimeError,
-                        st == S_ERROR ? "Unexpected error within the Pool" : "The Pool is not active");
-        return NULL;
+        Py_RETURN_NONE;   /* refused: the caller says why */
     }
     t->id = self->next_id++;
     if (tt_insert(self, t) < 0) {
@@ -386,10 +381,10 @@ ProcCore_get_error(ProcCore *self, void *Py_UNUSED(closure))
 {
     PyObject *r;
     pthread_mutex_lock(&self->mutex);
-    if (self->error_what == NULL)
+    if (self->error_what == FAIL_NONE)
         r = Py_NewRef(Py_None);
     else
-        r = Py_BuildValue("(siy#)", self->error_what, self->error_errno,
+        r = Py_BuildValue("(iiy#)", self->error_what, self->error_errno,
                           self->error_data ? self->error_data : "",
                           (Py_ssize_t)(self->error_data ? self->error_len : 0));
     pthread_mutex_unlock(&self->mutex);
@@ -427,17 +422,19 @@ static PyGetSetDef ProcCore_getset[] = {
     {"pids", (getter)ProcCore_get_pids, NULL, "Process ids of the live workers.", NULL},
     {"pending", (getter)ProcCore_get_pending, NULL, "Number of tasks not yet dispatched.", NULL},
     {"error", (getter)ProcCore_get_error, NULL,
-     "None, or (what, code, payload) once the pool broke.", NULL},
+     "None, or (FAIL_* what, code, payload) once the pool broke.", NULL},
     {"finished", (getter)ProcCore_get_finished, NULL, "True once the I/O thread has left.", NULL},
     {NULL},
 };
 
 PyDoc_STRVAR(ProcCore_doc,
-"ProcCore(max_workers, max_tasks=0, spare=-1, initializer=False)\n--\n\n"
-"Task queue, I/O thread and completion loop of a process pool. With\n"
-"spare >= 0 the pool is elastic: it keeps one worker per task in flight\n"
-"plus spare idle ones, up to max_workers. initializer tells whether\n"
-"workers run one: a worker dying before it is ready then breaks the pool.");
+"ProcCore(max_workers, max_tasks, spare, initializer, start_failures)\n--\n\n"
+"Task queue, I/O thread and completion loop of a process pool. max_tasks\n"
+"is 0 for no limit. With spare >= 0 the pool is elastic: it keeps one\n"
+"worker per task in flight plus spare idle ones, up to max_workers.\n"
+"initializer tells whether workers run one: a worker dying before it is\n"
+"ready then breaks the pool; otherwise start_failures workers in a row\n"
+"that cannot start or die before ready do.");
 
 static PyType_Slot ProcCore_slots[] = {
     {Py_tp_new, ProcCore_new},
@@ -473,6 +470,10 @@ pebble_proccore_init(PyObject *module, pebble_state *st)
     ADD("OUT_CANCELLED", OUT_CANCELLED);
     ADD("OUT_STOPPED", OUT_STOPPED);
     ADD("OUT_BROKEN", OUT_BROKEN);
+    ADD("FAIL_INITIALIZER", FAIL_INITIALIZER);
+    ADD("FAIL_STARTUP", FAIL_STARTUP);
+    ADD("FAIL_SPAWN", FAIL_SPAWN);
+    ADD("FAIL_LAUNCHER", FAIL_LAUNCHER);
 #undef ADD
     return 0;
 }

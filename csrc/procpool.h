@@ -31,6 +31,15 @@ enum {
     OUT_BROKEN,      /* the pool entered the error state */
 };
 
+/* What broke the pool, exported as FAIL_*; Python words the error. */
+enum {
+    FAIL_NONE = 0,       /* the pool is sound */
+    FAIL_INITIALIZER,    /* the initializer raised: error_data is its pickled error */
+    FAIL_STARTUP,        /* workers died before ready: error_errno is the exit code */
+    FAIL_SPAWN,          /* workers could not be started: error_errno is the errno */
+    FAIL_LAUNCHER,       /* the launcher process died */
+};
+
 /* Task states. */
 enum { T_PENDING = 1, T_SENT, T_DONE };
 
@@ -144,13 +153,14 @@ typedef struct {
     pp_proc *procs;
     int nprocs, procs_cap;
     int spawn_failures;            /* consecutive SPAWN_FAILED replies */
+    int max_start_failures;        /* the pool breaks after this many of either */
     int startup_failures;          /* consecutive workers dead before READY */
     int has_initializer;           /* workers run an initializer at start */
     /* The error that broke the pool (an INIT_ERROR payload), or an errno. */
     char *error_data;
     size_t error_len;
     int error_errno;               /* errno or exit code of that failure */
-    const char *error_what;        /* what failed, NULL while the pool is sound */
+    int error_what;                /* FAIL_*: what failed */
 } ProcCore;
 
 /* ------------------------------------------------------------------ */
@@ -235,7 +245,7 @@ PEBBLE_HIDDEN void proc_requeue_queued(ProcCore *self, pp_proc *p);
 /* Forgets procs[i] (the last one takes its place). */
 PEBBLE_HIDDEN void proc_remove(ProcCore *self, int i);
 /* Puts the pool in the error state: every task fails, workers are killed. */
-PEBBLE_HIDDEN void pool_break(ProcCore *self, const char *what, int err);
+PEBBLE_HIDDEN void pool_break(ProcCore *self, int what, int err);
 /* Settles what the worker pid was given; it exited with that wait status. */
 PEBBLE_HIDDEN void proc_exited(ProcCore *self, pid_t pid, int status);
 /* p's task pipe broke: requeues what it never received, kills it. */
