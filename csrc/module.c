@@ -171,7 +171,7 @@ PyDoc_STRVAR(pebble_module_doc,
 "Native engine of pebble: thread and process pool machinery.");
 
 static struct PyModuleDef pebble_module = {
-    PyModuleDef_HEAD_INIT,
+    .m_base = PyModuleDef_HEAD_INIT,
     .m_name = "pebble._pebble",
     .m_doc = pebble_module_doc,
     .m_size = sizeof(pebble_state),

@@ -462,7 +462,11 @@ pebble_proccore_init(PyObject *module, pebble_state *st)
         return -1;
     if (PyModule_AddType(module, st->ProcCore_Type) < 0)
         return -1;
-#define ADD(name, value) if (PyModule_AddIntConstant(module, name, value) < 0) return -1
+#define ADD(name, value)                                      \
+    do {                                                      \
+        if (PyModule_AddIntConstant(module, name, value) < 0) \
+            return -1;                                        \
+    } while (0)
     ADD("OUT_RESULT", OUT_RESULT);
     ADD("OUT_ERROR", OUT_ERROR);
     ADD("OUT_TIMEOUT", OUT_TIMEOUT);

@@ -465,7 +465,11 @@ pebble_worker_init(PyObject *module)
 {
     if (PyModule_AddFunctions(module, worker_methods) < 0)
         return -1;
-#define ADD(name, value) if (PyModule_AddIntConstant(module, name, value) < 0) return -1
+#define ADD(name, value)                                      \
+    do {                                                      \
+        if (PyModule_AddIntConstant(module, name, value) < 0) \
+            return -1;                                        \
+    } while (0)
     ADD("FRAME_TASK", PB_FRAME_TASK);
     ADD("FRAME_PREPARE", PB_FRAME_PREPARE);
     ADD("FRAME_INIT", PB_FRAME_INIT);
