@@ -82,13 +82,17 @@ task_resolve(pebble_state *st, completer_ctx *cx, pp_task *t)
         Py_DECREF(value);
     }
     else {
-        r = PyObject_CallFunction(cx->resolve, "Oidii", t->future, t->outcome,
+        r = PyObject_CallFunction(cx->resolve,
+                                  "Oidii",
+                                  t->future,
+                                  t->outcome,
                                   t->timeout_ns >= 0 ? (double)t->timeout_ns / 1e9 : -1.0,
-                                  t->exitcode, (int)t->pid);
+                                  t->exitcode,
+                                  (int)t->pid);
     }
     if (r == NULL) {
         if (PyErr_ExceptionMatches(cx->invalid_state))
-            PyErr_Clear();   /* cancelled meanwhile */
+            PyErr_Clear(); /* cancelled meanwhile */
         else
             PyErr_WriteUnraisable(t->future);
     }

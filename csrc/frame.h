@@ -27,24 +27,24 @@
 
 /* Frame kinds on a worker's channel. */
 enum {
-    PB_FRAME_TASK = 1,      /* parent -> worker: pickled (function, args, kwargs) */
-    PB_FRAME_PREPARE = 2,   /* launcher -> spawned worker: pickled preparation data */
-    PB_FRAME_INIT = 3,      /* launcher -> worker: pickled (initializer, initargs) */
-    PB_FRAME_STOP = 4,      /* parent -> worker: exit cleanly */
-    PB_FRAME_CANCEL = 5,    /* parent -> worker: drop task id if not started */
-    PB_FRAME_READY = 10,    /* worker -> parent: started, initializer done */
-    PB_FRAME_RESULT = 11,   /* worker -> parent: pickled result */
-    PB_FRAME_ERROR = 12,    /* worker -> parent: pickled exception of the task */
+    PB_FRAME_TASK = 1,        /* parent -> worker: pickled (function, args, kwargs) */
+    PB_FRAME_PREPARE = 2,     /* launcher -> spawned worker: pickled preparation data */
+    PB_FRAME_INIT = 3,        /* launcher -> worker: pickled (initializer, initargs) */
+    PB_FRAME_STOP = 4,        /* parent -> worker: exit cleanly */
+    PB_FRAME_CANCEL = 5,      /* parent -> worker: drop task id if not started */
+    PB_FRAME_READY = 10,      /* worker -> parent: started, initializer done */
+    PB_FRAME_RESULT = 11,     /* worker -> parent: pickled result */
+    PB_FRAME_ERROR = 12,      /* worker -> parent: pickled exception of the task */
     PB_FRAME_INIT_ERROR = 13, /* worker -> parent: the initializer failed */
-    PB_FRAME_SKIPPED = 14,  /* worker -> parent: task id dropped, never run */
+    PB_FRAME_SKIPPED = 14,    /* worker -> parent: task id dropped, never run */
 };
 
 /* The header every frame starts with. */
 typedef struct {
-    uint64_t id;      /* task id, 0 for frames not about a task */
-    uint64_t len;     /* payload bytes after the header */
-    uint32_t kind;    /* PB_FRAME_* */
-    uint32_t nbufs;   /* out-of-band pickle buffers in the payload */
+    uint64_t id;    /* task id, 0 for frames not about a task */
+    uint64_t len;   /* payload bytes after the header */
+    uint32_t kind;  /* PB_FRAME_* */
+    uint32_t nbufs; /* out-of-band pickle buffers in the payload */
 } pb_frame_hdr;
 
 _Static_assert(sizeof(pb_frame_hdr) == 24, "the header has no padding");
@@ -69,10 +69,10 @@ PEBBLE_HIDDEN int pb_frame_check(const pb_frame_hdr *h);
 
 /* A frame being cut out of a stream of bytes. Zero it to start. */
 typedef struct {
-    pb_frame_hdr hdr;   /* the frame's header, once have_hdr */
-    int have_hdr;       /* the header is in, the payload still coming */
-    char *data;         /* storage for hdr.len payload bytes */
-    size_t got;         /* payload bytes in data */
+    pb_frame_hdr hdr; /* the frame's header, once have_hdr */
+    int have_hdr;     /* the header is in, the payload still coming */
+    char *data;       /* storage for hdr.len payload bytes */
+    size_t got;       /* payload bytes in data */
 } pb_frame_reader;
 
 /* Returns storage for the payload of the frame h heads, or NULL. */
@@ -80,10 +80,10 @@ typedef char *(*pb_frame_alloc_fn)(void *ctx, const pb_frame_hdr *h);
 
 /* What pb_frame_parse() found. */
 enum {
-    PB_PARSE_NOMEM = -2,   /* alloc returned NULL */
-    PB_PARSE_BAD = -1,     /* a header pb_frame_check() refuses */
-    PB_PARSE_MORE = 0,     /* every byte used, no frame complete */
-    PB_PARSE_FRAME = 1,    /* a frame is complete */
+    PB_PARSE_NOMEM = -2, /* alloc returned NULL */
+    PB_PARSE_BAD = -1,   /* a header pb_frame_check() refuses */
+    PB_PARSE_MORE = 0,   /* every byte used, no frame complete */
+    PB_PARSE_FRAME = 1,  /* a frame is complete */
 };
 
 /* Feeds the bytes buf[*off:len] to r, advancing *off. On PB_PARSE_FRAME

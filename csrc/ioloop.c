@@ -28,7 +28,7 @@ ctl_flush(ProcCore *self)
                     self->ctl_wwatch = 1;
                 return;
             }
-            self->ctlq_len = 0;  /* the launcher is gone: EOF follows */
+            self->ctlq_len = 0; /* the launcher is gone: EOF follows */
             break;
         }
         self->ctlq_head = (self->ctlq_head + 1) % self->ctlq_cap;
@@ -50,7 +50,7 @@ ctl_post(ProcCore *self, pb_ctl_msg m)
         int cap = self->ctlq_cap ? self->ctlq_cap * 2 : 64;
         pb_ctl_msg *q = malloc((size_t)cap * sizeof(*q));
         if (q == NULL)
-            return;  /* a lost KILL is escalated, a lost SPAWN retried */
+            return; /* a lost KILL is escalated, a lost SPAWN retried */
         for (int i = 0; i < self->ctlq_len; i++)
             q[i] = self->ctlq[(self->ctlq_head + i) % self->ctlq_cap];
         free(self->ctlq);
@@ -206,7 +206,9 @@ proc_frame(ProcCore *self, pp_proc *p, pb_frame_hdr *h, char *data)
         for (int i = 0; i < p->nqueued; i++) {
             if (p->queued[i]->id == h->id) {
                 pp_task *t = p->queued[i];
-                memmove(&p->queued[i], &p->queued[i + 1], (size_t)(p->nqueued - i - 1) * sizeof(pp_task *));
+                memmove(&p->queued[i],
+                        &p->queued[i + 1],
+                        (size_t)(p->nqueued - i - 1) * sizeof(pp_task *));
                 p->nqueued--;
                 task_finish(self, t, OUT_CANCELLED);
                 break;
@@ -216,7 +218,7 @@ proc_frame(ProcCore *self, pp_proc *p, pb_frame_hdr *h, char *data)
     case PB_FRAME_RESULT:
     case PB_FRAME_ERROR:
         if (p->task == NULL || p->task->id != h->id) {
-            free(data);   /* a task finished already (timeout, cancel) */
+            free(data); /* a task finished already (timeout, cancel) */
             return;
         }
         pp_task *t = p->task;
@@ -268,7 +270,7 @@ proc_fill(pp_proc *p)
         }
         else {
             if (p->slen == STAGE_SIZE)
-                return;  /* parse first; the pipe stays readable */
+                return; /* parse first; the pipe stays readable */
             r = read(p->result_fd, p->stage + p->slen, STAGE_SIZE - p->slen);
             if (r > 0) {
                 p->slen += (size_t)r;
@@ -315,7 +317,7 @@ proc_parse(ProcCore *self, pp_proc *p)
         pb_frame_hdr h = p->rd.hdr;
         proc_frame(self, p, &h, d);
         if (p->stage == NULL)
-            return;  /* the channel was closed meanwhile */
+            return; /* the channel was closed meanwhile */
     }
     if (off > 0 && p->stage != NULL) {
         memmove(p->stage, p->stage + off, p->slen - off);
@@ -438,7 +440,8 @@ handle_cancels(ProcCore *self)
         for (int j = 0; j < p->nqueued; j++) {
             pp_task *t = p->queued[j];
             /* Without room for the frame the task is killed if it starts. */
-            if (t->cancel_requested && !t->cancel_sent && wq_push(p, PB_FRAME_CANCEL, t->id, NULL) == 0)
+            if (t->cancel_requested && !t->cancel_sent
+                && wq_push(p, PB_FRAME_CANCEL, t->id, NULL) == 0)
                 t->cancel_sent = 1;
         }
     }

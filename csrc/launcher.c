@@ -21,8 +21,8 @@ extern char **environ;
 typedef struct {
     int ctl_fd;
     pb_reaper *reaper;
-    char **argv;          /* spawn mode: the worker's command line */
-    Py_buffer *frames;    /* setup frames written into each new task pipe */
+    char **argv;       /* spawn mode: the worker's command line */
+    Py_buffer *frames; /* setup frames written into each new task pipe */
     uint32_t *kinds;
     int nframes;
 } launcher;
@@ -129,7 +129,7 @@ launcher_spawn(launcher *L, pb_ctl_msg *req, int child_fds[2])
         r = pb_frame_write(tp[1], 0, L->kinds[i], &L->frames[i], 1, 0, NULL, 0);
         Py_END_ALLOW_THREADS
         if (r < 0)
-            break;  /* it died already: EXITED will tell */
+            break; /* it died already: EXITED will tell */
     }
     reply.op = PB_CTL_SPAWNED;
     reply.pid = pid;
@@ -306,8 +306,14 @@ pebble_set_pdeathsig(PyObject *module, PyObject *arg)
 }
 
 static PyMethodDef launcher_methods[] = {
-    {"launcher_run", (PyCFunction)(void (*)(void))pebble_launcher_run, METH_FASTCALL, pebble_launcher_run_doc},
-    {"set_parent_death_signal", (PyCFunction)pebble_set_pdeathsig, METH_O, pebble_set_pdeathsig_doc},
+    {"launcher_run",
+     (PyCFunction)(void (*)(void))pebble_launcher_run,
+     METH_FASTCALL,
+     pebble_launcher_run_doc},
+    {"set_parent_death_signal",
+     (PyCFunction)pebble_set_pdeathsig,
+     METH_O,
+     pebble_set_pdeathsig_doc},
     {NULL, NULL, 0, NULL},
 };
 

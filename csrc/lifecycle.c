@@ -121,7 +121,7 @@ proc_spawn(ProcCore *self)
         int cap = self->procs_cap ? self->procs_cap * 2 : 8;
         pp_proc *procs = realloc(self->procs, (size_t)cap * sizeof(*procs));
         if (procs == NULL)
-            return;  /* retried on the next loop turn */
+            return; /* retried on the next loop turn */
         self->procs = procs;
         self->procs_cap = cap;
     }
@@ -172,7 +172,7 @@ proc_never_read(pp_proc *p, pp_task *t)
 {
     int unread = 0;
     if (!t->delivered)
-        return 1;  /* a frame cut short cannot be run */
+        return 1; /* a frame cut short cannot be run */
     if (p->task_fd < 0 || ioctl(p->task_fd, FIONREAD, &unread) < 0)
         return 0;
     uint64_t consumed = p->wwritten - (uint64_t)unread;
@@ -194,7 +194,8 @@ proc_exited(ProcCore *self, pid_t pid, int status)
     /* Whatever it wrote before dying is still in the pipe. */
     proc_read(self, p);
     int code = WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
-    if (p->state == PROC_ALIVE && !p->ready && self->state != S_STOPPING && self->state != S_ERROR) {
+    if (p->state == PROC_ALIVE && !p->ready && self->state != S_STOPPING
+        && self->state != S_ERROR) {
         /* Died before it was ready: its task never started and goes back
          * to the queue. An initializer that exits breaks the pool, as one
          * that raises does; otherwise only repeated deaths (a worker that
@@ -232,7 +233,9 @@ proc_write_failed(ProcCore *self, pp_proc *p)
     for (int i = p->nqueued - 1; i >= 0; i--) {
         pp_task *t = p->queued[i];
         if (!t->delivered) {
-            memmove(&p->queued[i], &p->queued[i + 1], (size_t)(p->nqueued - i - 1) * sizeof(pp_task *));
+            memmove(&p->queued[i],
+                    &p->queued[i + 1],
+                    (size_t)(p->nqueued - i - 1) * sizeof(pp_task *));
             p->nqueued--;
             pend_push_front(self, t);
         }

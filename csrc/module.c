@@ -56,7 +56,9 @@ pebble_monotonic_ns(PyObject *module, PyObject *Py_UNUSED(ignored))
 
 static PyMethodDef pebble_methods[] = {
     {"monotonic_ns", pebble_monotonic_ns, METH_NOARGS, pebble_monotonic_ns_doc},
-    {"take", (PyCFunction)(void (*)(void))pebble_take, METH_FASTCALL,
+    {"take",
+     (PyCFunction)(void (*)(void))pebble_take,
+     METH_FASTCALL,
      "take(iterator, n, /)\n--\n\nUp to n items of iterator and the Exception it raised, or None."},
     {NULL, NULL, 0, NULL},
 };
@@ -67,11 +69,11 @@ pebble_exec(PyObject *module)
     pebble_state *st = (pebble_state *)PyModule_GetState(module);
     PyObject *pickle = NULL;
 
-#define INTERN(field, text)                                   \
-    do {                                                      \
-        st->field = PyUnicode_InternFromString(text);         \
-        if (st->field == NULL)                                \
-            goto error;                                       \
+#define INTERN(field, text)                           \
+    do {                                              \
+        st->field = PyUnicode_InternFromString(text); \
+        if (st->field == NULL)                        \
+            goto error;                               \
     } while (0)
 
     INTERN(str_set_running, "set_running_or_notify_cancel");

@@ -16,12 +16,12 @@
 #include <sys/uio.h>
 
 #if defined(__GNUC__)
-#define PEBBLE_HIDDEN __attribute__((visibility("hidden")))
-#define PEBBLE_LIKELY(x) __builtin_expect(!!(x), 1)
+#define PEBBLE_HIDDEN      __attribute__((visibility("hidden")))
+#define PEBBLE_LIKELY(x)   __builtin_expect(!!(x), 1)
 #define PEBBLE_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #else
 #define PEBBLE_HIDDEN
-#define PEBBLE_LIKELY(x) (x)
+#define PEBBLE_LIKELY(x)   (x)
 #define PEBBLE_UNLIKELY(x) (x)
 #endif
 
@@ -30,18 +30,18 @@
 /* ------------------------------------------------------------------ */
 
 typedef struct {
-    PyTypeObject *ThreadCore_Type;   /* the ThreadPool engine */
-    PyTypeObject *ProcCore_Type;     /* the ProcessPool engine */
-    PyTypeObject *Block_Type;        /* received bytes, owned */
+    PyTypeObject *ThreadCore_Type; /* the ThreadPool engine */
+    PyTypeObject *ProcCore_Type;   /* the ProcessPool engine */
+    PyTypeObject *Block_Type;      /* received bytes, owned */
     /* Interned method names used on the hot paths. */
-    PyObject *str_set_running;       /* "set_running_or_notify_cancel" */
-    PyObject *str_set_result;        /* "set_result" */
-    PyObject *str_set_exception;     /* "set_exception" */
-    PyObject *str_loads;             /* "loads" */
-    PyObject *str_dumps;             /* "dumps" */
-    PyObject *pickle_loads;          /* pickle.loads */
-    PyObject *pickle_dumps;          /* pickle.dumps */
-    PyObject *PickleBuffer_Type;     /* pickle.PickleBuffer */
+    PyObject *str_set_running;   /* "set_running_or_notify_cancel" */
+    PyObject *str_set_result;    /* "set_result" */
+    PyObject *str_set_exception; /* "set_exception" */
+    PyObject *str_loads;         /* "loads" */
+    PyObject *str_dumps;         /* "dumps" */
+    PyObject *pickle_loads;      /* pickle.loads */
+    PyObject *pickle_dumps;      /* pickle.dumps */
+    PyObject *PickleBuffer_Type; /* pickle.PickleBuffer */
 } pebble_state;
 
 /* Returns the module state of the module that defined *type* (borrowed). */
@@ -124,12 +124,12 @@ PEBBLE_HIDDEN PyObject *pebble_take(PyObject *module, PyObject *const *args, Py_
  * SOCK_SEQPACKET socket pair. SPAWNED carries the worker's task-write and
  * result-read descriptors as SCM_RIGHTS. */
 enum {
-    PB_CTL_SPAWN = 1,       /* pool -> launcher: start a worker for slot */
-    PB_CTL_KILL = 2,        /* pool -> launcher: signal pid with arg */
-    PB_CTL_EXIT = 3,        /* pool -> launcher: kill what is left and exit */
-    PB_CTL_SPAWNED = 11,    /* launcher -> pool: slot's worker is pid */
+    PB_CTL_SPAWN = 1,         /* pool -> launcher: start a worker for slot */
+    PB_CTL_KILL = 2,          /* pool -> launcher: signal pid with arg */
+    PB_CTL_EXIT = 3,          /* pool -> launcher: kill what is left and exit */
+    PB_CTL_SPAWNED = 11,      /* launcher -> pool: slot's worker is pid */
     PB_CTL_SPAWN_FAILED = 12, /* launcher -> pool: errno in arg */
-    PB_CTL_EXITED = 13,     /* launcher -> pool: pid exited, wait status in arg */
+    PB_CTL_EXITED = 13,       /* launcher -> pool: pid exited, wait status in arg */
 };
 
 typedef struct {
@@ -137,7 +137,7 @@ typedef struct {
     int32_t slot;
     int32_t pid;
     int32_t arg;
-    uint64_t gen;     /* spawn generation, echoed back */
+    uint64_t gen; /* spawn generation, echoed back */
 } pb_ctl_msg;
 
 /* channel.c: blocking and non-blocking I/O helpers. */
@@ -172,7 +172,7 @@ enum { PB_EV_READ = 1, PB_EV_WRITE = 2, PB_EV_ERROR = 4 };
 
 typedef struct {
     int fd;
-    int events;       /* PB_EV_* that happened */
+    int events; /* PB_EV_* that happened */
 } pb_event;
 
 /* Returns a new loop with a wake-up channel, or NULL with errno set. */

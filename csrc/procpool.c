@@ -28,12 +28,19 @@
 static PyObject *
 ProcCore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"max_workers", "max_tasks", "spare", "initializer",
-                             "start_failures", NULL};
+    static char *kwlist[] = {
+        "max_workers", "max_tasks", "spare", "initializer", "start_failures", NULL};
     int max_workers, spare, has_initializer, start_failures;
     unsigned long long max_tasks;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iKipi:ProcCore", kwlist, &max_workers,
-                                     &max_tasks, &spare, &has_initializer, &start_failures))
+    if (!PyArg_ParseTupleAndKeywords(args,
+                                     kwargs,
+                                     "iKipi:ProcCore",
+                                     kwlist,
+                                     &max_workers,
+                                     &max_tasks,
+                                     &spare,
+                                     &has_initializer,
+                                     &start_failures))
         return NULL;
     ProcCore *self = (ProcCore *)type->tp_alloc(type, 0);
     if (self == NULL)
@@ -46,7 +53,8 @@ ProcCore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->has_initializer = has_initializer;
     self->max_start_failures = start_failures;
     self->next_id = 1;
-    if (pthread_mutex_init(&self->mutex, NULL) != 0 || pthread_cond_init(&self->done_cond, NULL) != 0) {
+    if (pthread_mutex_init(&self->mutex, NULL) != 0
+        || pthread_cond_init(&self->done_cond, NULL) != 0) {
         Py_DECREF(self);
         return PyErr_NoMemory();
     }
@@ -205,7 +213,7 @@ ProcCore_submit(ProcCore *self, PyObject *const *args, Py_ssize_t nargs)
     if (self->state != S_RUNNING) {
         pthread_mutex_unlock(&self->mutex);
         task_free(t);
-        Py_RETURN_NONE;   /* refused: the caller says why */
+        Py_RETURN_NONE; /* refused: the caller says why */
     }
     t->id = self->next_id++;
     if (tt_insert(self, t) < 0) {
@@ -384,7 +392,9 @@ ProcCore_get_error(ProcCore *self, void *Py_UNUSED(closure))
     if (self->error_what == FAIL_NONE)
         r = Py_NewRef(Py_None);
     else
-        r = Py_BuildValue("(iiy#)", self->error_what, self->error_errno,
+        r = Py_BuildValue("(iiy#)",
+                          self->error_what,
+                          self->error_errno,
                           self->error_data ? self->error_data : "",
                           (Py_ssize_t)(self->error_data ? self->error_len : 0));
     pthread_mutex_unlock(&self->mutex);
@@ -421,8 +431,11 @@ static PyMethodDef ProcCore_methods[] = {
 static PyGetSetDef ProcCore_getset[] = {
     {"pids", (getter)ProcCore_get_pids, NULL, "Process ids of the live workers.", NULL},
     {"pending", (getter)ProcCore_get_pending, NULL, "Number of tasks not yet dispatched.", NULL},
-    {"error", (getter)ProcCore_get_error, NULL,
-     "None, or (FAIL_* what, code, payload) once the pool broke.", NULL},
+    {"error",
+     (getter)ProcCore_get_error,
+     NULL,
+     "None, or (FAIL_* what, code, payload) once the pool broke.",
+     NULL},
     {"finished", (getter)ProcCore_get_finished, NULL, "True once the I/O thread has left.", NULL},
     {NULL},
 };

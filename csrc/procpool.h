@@ -10,34 +10,34 @@
 #include "frame.h"
 
 /* Tunables. */
-#define KILL_GRACE_NS (250LL * 1000000LL)   /* SIGTERM -> SIGKILL */
-#define STAGE_SIZE (64 * 1024)              /* per-worker read staging */
+#define KILL_GRACE_NS (250LL * 1000000LL) /* SIGTERM -> SIGKILL */
+#define STAGE_SIZE    (64 * 1024)         /* per-worker read staging */
 /* Tasks queued in a worker behind the one it runs. A deeper queue hides
  * more of the gap between a result and the next task; a shallower one
  * leaves more tasks pending, where any worker that frees up takes them and
  * cancel() needs no CANCEL frame. */
 #define QDEPTH 4
-#define WQ_CAP 16                           /* frames waiting to be written to a worker */
+#define WQ_CAP 16 /* frames waiting to be written to a worker */
 
 /* Task outcomes, decided by the I/O thread or by cancel()/stop(). */
 enum {
     OUT_NONE = 0,
-    OUT_RESULT,      /* data holds a RESULT frame payload */
-    OUT_ERROR,       /* data holds an ERROR frame payload */
-    OUT_TIMEOUT,     /* the deadline passed: TimeoutError */
-    OUT_EXPIRED,     /* the worker died: ProcessExpired(exitcode, pid) */
-    OUT_CANCELLED,   /* cancelled through the future: nothing to do */
-    OUT_STOPPED,     /* dropped by stop(): cancel the future */
-    OUT_BROKEN,      /* the pool entered the error state */
+    OUT_RESULT,    /* data holds a RESULT frame payload */
+    OUT_ERROR,     /* data holds an ERROR frame payload */
+    OUT_TIMEOUT,   /* the deadline passed: TimeoutError */
+    OUT_EXPIRED,   /* the worker died: ProcessExpired(exitcode, pid) */
+    OUT_CANCELLED, /* cancelled through the future: nothing to do */
+    OUT_STOPPED,   /* dropped by stop(): cancel the future */
+    OUT_BROKEN,    /* the pool entered the error state */
 };
 
 /* What broke the pool, exported as FAIL_*; Python words the error. */
 enum {
-    FAIL_NONE = 0,       /* the pool is sound */
-    FAIL_INITIALIZER,    /* the initializer raised: error_data is its pickled error */
-    FAIL_STARTUP,        /* workers died before ready: error_errno is the exit code */
-    FAIL_SPAWN,          /* workers could not be started: error_errno is the errno */
-    FAIL_LAUNCHER,       /* the launcher process died */
+    FAIL_NONE = 0,    /* the pool is sound */
+    FAIL_INITIALIZER, /* the initializer raised: error_data is its pickled error */
+    FAIL_STARTUP,     /* workers died before ready: error_errno is the exit code */
+    FAIL_SPAWN,       /* workers could not be started: error_errno is the errno */
+    FAIL_LAUNCHER,    /* the launcher process died */
 };
 
 /* Task states. */
@@ -45,72 +45,72 @@ enum { T_PENDING = 1, T_SENT, T_DONE };
 
 /* One submitted call, from submit() until the completer frees it. */
 typedef struct pp_task {
-    uint64_t id;               /* key in the task table, echoed by the worker */
-    PyObject *future;          /* owned; touched only with the GIL */
-    PyObject *payload;         /* owned bytes; its buffer is read by the I/O thread */
-    Py_buffer *oob;            /* out-of-band pickle buffers, exported (GIL to release) */
-    int noob;                  /* entries in oob */
-    uint64_t *lens;            /* frame length table when noob > 0 */
-    uint64_t frame_len;        /* payload bytes of its TASK frame */
-    uint64_t frame_end;        /* stream offset, on its worker's task pipe, of its frame's end */
-    int64_t timeout_ns;        /* -1: none */
-    int64_t deadline;          /* set at dispatch */
-    int state;                 /* T_* */
-    int outcome;               /* OUT_* once done */
-    int cancel_requested;      /* cancel() while T_SENT: kill its worker */
-    int on_started;            /* queued on the started list already */
-    int delivered;             /* its frame was fully written to the worker */
-    int cancel_sent;           /* a CANCEL frame went after it */
-    int64_t started_at;        /* when it became its worker's running task */
-    struct pp_task *prev, *next;   /* pending queue, then completion list */
-    struct pp_task *snext;     /* started list (to mark futures running) */
-    char *data;                /* result payload (malloc), OUT_RESULT/OUT_ERROR */
-    size_t len;                /* bytes in data */
-    uint32_t nbufs;            /* out-of-band buffers laid out in data */
-    int exitcode;              /* OUT_EXPIRED */
-    pid_t pid;                 /* OUT_EXPIRED: the worker that died */
+    uint64_t id;                 /* key in the task table, echoed by the worker */
+    PyObject *future;            /* owned; touched only with the GIL */
+    PyObject *payload;           /* owned bytes; its buffer is read by the I/O thread */
+    Py_buffer *oob;              /* out-of-band pickle buffers, exported (GIL to release) */
+    int noob;                    /* entries in oob */
+    uint64_t *lens;              /* frame length table when noob > 0 */
+    uint64_t frame_len;          /* payload bytes of its TASK frame */
+    uint64_t frame_end;          /* stream offset, on its worker's task pipe, of its frame's end */
+    int64_t timeout_ns;          /* -1: none */
+    int64_t deadline;            /* set at dispatch */
+    int state;                   /* T_* */
+    int outcome;                 /* OUT_* once done */
+    int cancel_requested;        /* cancel() while T_SENT: kill its worker */
+    int on_started;              /* queued on the started list already */
+    int delivered;               /* its frame was fully written to the worker */
+    int cancel_sent;             /* a CANCEL frame went after it */
+    int64_t started_at;          /* when it became its worker's running task */
+    struct pp_task *prev, *next; /* pending queue, then completion list */
+    struct pp_task *snext;       /* started list (to mark futures running) */
+    char *data;                  /* result payload (malloc), OUT_RESULT/OUT_ERROR */
+    size_t len;                  /* bytes in data */
+    uint32_t nbufs;              /* out-of-band buffers laid out in data */
+    int exitcode;                /* OUT_EXPIRED */
+    pid_t pid;                   /* OUT_EXPIRED: the worker that died */
 } pp_task;
 
 /* Worker process states. */
 enum {
-    PROC_STARTING = 1,   /* SPAWN sent, waiting for SPAWNED */
-    PROC_ALIVE,          /* channels open */
-    PROC_RETIRING,       /* task pipe closed after max_tasks: exits by itself */
-    PROC_DYING,          /* killed: waiting for EXITED */
+    PROC_STARTING = 1, /* SPAWN sent, waiting for SPAWNED */
+    PROC_ALIVE,        /* channels open */
+    PROC_RETIRING,     /* task pipe closed after max_tasks: exits by itself */
+    PROC_DYING,        /* killed: waiting for EXITED */
 };
 
 /* One worker process, from the SPAWN request until it is reaped. */
 typedef struct pp_proc {
-    int state;                 /* PROC_* */
-    uint64_t gen;              /* matches SPAWN with SPAWNED */
-    pid_t pid;                 /* known once SPAWNED arrived */
-    int task_fd;               /* write end, non-blocking */
-    int result_fd;             /* read end, non-blocking */
-    int ready;                 /* READY received */
-    int eof;                   /* result pipe reached EOF */
-    pp_task *task;             /* running (the head of its queue), or NULL */
-    pp_task *queued[QDEPTH];   /* sent behind the running task, in order */
-    int nqueued;               /* entries in queued */
-    int64_t ewma_ns;           /* recent task duration, -1 unknown */
-    uint64_t ntasks;           /* results received */
-    int64_t kill_at;           /* SIGKILL escalation time, -1 none */
+    int state;               /* PROC_* */
+    uint64_t gen;            /* matches SPAWN with SPAWNED */
+    pid_t pid;               /* known once SPAWNED arrived */
+    int task_fd;             /* write end, non-blocking */
+    int result_fd;           /* read end, non-blocking */
+    int ready;               /* READY received */
+    int eof;                 /* result pipe reached EOF */
+    pp_task *task;           /* running (the head of its queue), or NULL */
+    pp_task *queued[QDEPTH]; /* sent behind the running task, in order */
+    int nqueued;             /* entries in queued */
+    int64_t ewma_ns;         /* recent task duration, -1 unknown */
+    uint64_t ntasks;         /* results received */
+    int64_t kill_at;         /* SIGKILL escalation time, -1 none */
     /* Output: frames waiting to be written, the first one partly. */
     struct {
         pb_frame_hdr hdr;
-        pp_task *task;         /* payload source; NULL for control frames */
+        pp_task *task; /* payload source; NULL for control frames */
     } wq[WQ_CAP];
-    int wq_head, wq_len;       /* ring of WQ_CAP frames */
-    size_t woff;               /* bytes of wq[wq_head] already written */
-    uint64_t wqueued;          /* bytes ever queued on the task pipe */
-    uint64_t wwritten;         /* bytes ever written to it */
-    int wbusy;                 /* frames are waiting to be written */
-    int wwatch;                /* task_fd is watched for writability */
-    int wfail;                 /* the last write failed: channel broken */
-    int rdata_ready;           /* stage or rdata got bytes to parse */
+    int wq_head, wq_len; /* ring of WQ_CAP frames */
+    size_t woff;         /* bytes of wq[wq_head] already written */
+    uint64_t wqueued;    /* bytes ever queued on the task pipe */
+    uint64_t wwritten;   /* bytes ever written to it */
+    int wbusy;           /* frames are waiting to be written */
+    int wwatch;          /* task_fd is watched for writability */
+    int wfail;           /* the last write failed: channel broken */
+    int rdata_ready;     /* stage or rdata got bytes to parse */
     /* Input: a staging buffer and the frame being assembled. */
     char *stage;
-    size_t slen;               /* bytes in stage */
-    pb_frame_reader rd;        /* the frame being read, payload malloc'd */
+    size_t slen;        /* bytes in stage */
+    pb_frame_reader rd; /* the frame being read, payload malloc'd */
 } pp_proc;
 
 /* Pool states. */
@@ -119,48 +119,48 @@ enum { S_RUNNING = 0, S_CLOSING, S_STOPPING, S_ERROR };
 /* The engine of one ProcessPool. */
 typedef struct {
     PyObject_HEAD
-    pthread_mutex_t mutex;         /* guards everything below but the procs' pipe buffers */
-    pthread_cond_t done_cond;      /* completer: completions or finish */
-    int max_workers;               /* worker processes at most */
-    uint64_t max_tasks;            /* tasks per worker before it retires, 0: no limit */
-    int spare;                     /* elastic mode (>= 0): busy + pending + spare workers */
-    pid_t owner;                   /* the process that created the engine */
-    int state;                     /* S_* */
-    int finished;                  /* the I/O thread has left */
-    int io_started;                /* run() created io_thread */
+    pthread_mutex_t mutex;    /* guards everything below but the procs' pipe buffers */
+    pthread_cond_t done_cond; /* completer: completions or finish */
+    int max_workers;          /* worker processes at most */
+    uint64_t max_tasks;       /* tasks per worker before it retires, 0: no limit */
+    int spare;                /* elastic mode (>= 0): busy + pending + spare workers */
+    pid_t owner;              /* the process that created the engine */
+    int state;                /* S_* */
+    int finished;             /* the I/O thread has left */
+    int io_started;           /* run() created io_thread */
     pthread_t io_thread;
-    pb_loop *loop;                 /* what the I/O thread waits in */
-    int ctl_fd;                    /* launcher control socket (non-blocking) */
-    int ctl_eof;                   /* the launcher is gone */
+    pb_loop *loop; /* what the I/O thread waits in */
+    int ctl_fd;    /* launcher control socket (non-blocking) */
+    int ctl_eof;   /* the launcher is gone */
     /* Control messages the socket could not take yet, oldest first. */
     pb_ctl_msg *ctlq;
     int ctlq_head, ctlq_len, ctlq_cap; /* ring of ctlq_cap messages */
-    int ctl_wwatch;                /* ctl_fd is watched for writability */
+    int ctl_wwatch;                    /* ctl_fd is watched for writability */
     /* Pending queue (doubly linked, FIFO). */
     pp_task *pend_head, *pend_tail;
-    Py_ssize_t npending;           /* tasks in the pending queue */
+    Py_ssize_t npending; /* tasks in the pending queue */
     /* Tasks waiting for the completer. */
     pp_task *done_head, *done_tail;
     /* Tasks whose futures the completer must mark running. */
     pp_task *started_head, *started_tail;
     /* Task table: id -> task while the task is pending or sent. */
     pp_task **table;
-    size_t table_cap, table_len;   /* slots (a power of two) and tasks in them */
-    uint64_t next_id;              /* id of the next submitted task */
-    uint64_t next_gen;             /* generation of the last SPAWN */
-    int ncancel;                   /* cancel requests for sent tasks */
+    size_t table_cap, table_len; /* slots (a power of two) and tasks in them */
+    uint64_t next_id;            /* id of the next submitted task */
+    uint64_t next_gen;           /* generation of the last SPAWN */
+    int ncancel;                 /* cancel requests for sent tasks */
     /* Worker processes, including dying ones. */
     pp_proc *procs;
     int nprocs, procs_cap;
-    int spawn_failures;            /* consecutive SPAWN_FAILED replies */
-    int max_start_failures;        /* the pool breaks after this many of either */
-    int startup_failures;          /* consecutive workers dead before READY */
-    int has_initializer;           /* workers run an initializer at start */
+    int spawn_failures;     /* consecutive SPAWN_FAILED replies */
+    int max_start_failures; /* the pool breaks after this many of either */
+    int startup_failures;   /* consecutive workers dead before READY */
+    int has_initializer;    /* workers run an initializer at start */
     /* The error that broke the pool (an INIT_ERROR payload), or an errno. */
     char *error_data;
     size_t error_len;
-    int error_errno;               /* errno or exit code of that failure */
-    int error_what;                /* FAIL_*: what failed */
+    int error_errno; /* errno or exit code of that failure */
+    int error_what;  /* FAIL_*: what failed */
 } ProcCore;
 
 /* ------------------------------------------------------------------ */
@@ -200,8 +200,8 @@ PEBBLE_HIDDEN PyObject *block_view(PyTypeObject *block_type, pp_task *t, PyObjec
 
 /* What the completer needs besides the pool; references borrowed. */
 typedef struct {
-    PyObject *resolve;   /* Python: resolve(future, outcome, timeout, exitcode, pid) */
-    PyObject *invalid_state;  /* concurrent.futures.InvalidStateError */
+    PyObject *resolve;       /* Python: resolve(future, outcome, timeout, exitcode, pid) */
+    PyObject *invalid_state; /* concurrent.futures.InvalidStateError */
     PyTypeObject *block_type;
 } completer_ctx;
 

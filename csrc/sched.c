@@ -83,7 +83,8 @@ schedule_work(ProcCore *self)
             int busy = 0;
             for (int i = 0; i < self->nprocs; i++)
                 busy += self->procs[i].task != NULL;
-            int64_t w = (int64_t)busy + self->npending + (self->state == S_RUNNING ? self->spare : 0);
+            int64_t w =
+                (int64_t)busy + self->npending + (self->state == S_RUNNING ? self->spare : 0);
             want = w < self->max_workers ? (int)w : self->max_workers;
         }
         for (int n = live_workers(self); n < want && !self->ctl_eof; n++)
@@ -105,8 +106,8 @@ schedule_work(ProcCore *self)
     for (int depth = 1; depth <= QDEPTH && self->pend_head; depth++) {
         for (int i = 0; i < self->nprocs && self->pend_head; i++) {
             pp_proc *p = &self->procs[i];
-            if (p->state != PROC_ALIVE || p->task == NULL || p->nqueued >= depth
-                || p->ewma_ns < 0 || p->ewma_ns > PIPELINE_MAX_NS || self->spare >= 0
+            if (p->state != PROC_ALIVE || p->task == NULL || p->nqueued >= depth || p->ewma_ns < 0
+                || p->ewma_ns > PIPELINE_MAX_NS || self->spare >= 0
                 || (self->max_tasks && p->ntasks + 1 + (uint64_t)p->nqueued >= self->max_tasks)
                 || p->wq_len >= WQ_CAP - WQ_RESERVE)
                 continue;
@@ -141,5 +142,6 @@ schedule_work(ProcCore *self)
 void
 sched_note_duration(pp_proc *p, int64_t took)
 {
-    p->ewma_ns = p->ewma_ns < 0 ? took : (p->ewma_ns * (DURATION_SCALE - 1) + took) / DURATION_SCALE;
+    p->ewma_ns =
+        p->ewma_ns < 0 ? took : (p->ewma_ns * (DURATION_SCALE - 1) + took) / DURATION_SCALE;
 }

@@ -88,17 +88,17 @@ done:
 
 typedef struct {
     pb_frame_hdr h;
-    PyObject *payload;        /* bytes */
+    PyObject *payload; /* bytes */
 } wframe;
 
 typedef struct {
     int fd;
     int eof;
     char *stage;
-    size_t soff, slen;        /* staged bytes are stage[soff:slen] */
-    pb_frame_reader rd;       /* the frame being read, into payload */
-    PyObject *payload;        /* owns rd.data while a frame is read */
-    wframe *q;                /* complete frames, oldest first */
+    size_t soff, slen;  /* staged bytes are stage[soff:slen] */
+    pb_frame_reader rd; /* the frame being read, into payload */
+    PyObject *payload;  /* owns rd.data while a frame is read */
+    wframe *q;          /* complete frames, oldest first */
     int qhead, qlen, qcap;
 } wreader;
 
@@ -170,8 +170,10 @@ wr_parse(wreader *r)
         if (rc == PB_PARSE_MORE)
             break;
         if (rc == PB_PARSE_BAD) {
-            PyErr_Format(PyExc_ValueError, "corrupt frame header (length %llu, %u buffers)",
-                         (unsigned long long)r->rd.hdr.len, (unsigned int)r->rd.hdr.nbufs);
+            PyErr_Format(PyExc_ValueError,
+                         "corrupt frame header (length %llu, %u buffers)",
+                         (unsigned long long)r->rd.hdr.len,
+                         (unsigned int)r->rd.hdr.nbufs);
             return -1;
         }
         if (rc == PB_PARSE_NOMEM || wr_push(r) < 0)
@@ -272,14 +274,14 @@ wr_split(PyObject *payload, uint32_t nbufs, PyObject **data, PyObject **buffers)
     whole = PyMemoryView_FromObject(payload);
     if (whole == NULL)
         goto done;
-    *data = PySequence_GetSlice(whole, (Py_ssize_t)spans[0].off,
-                                (Py_ssize_t)(spans[0].off + spans[0].len));
+    *data = PySequence_GetSlice(
+        whole, (Py_ssize_t)spans[0].off, (Py_ssize_t)(spans[0].off + spans[0].len));
     *buffers = PyList_New((Py_ssize_t)nbufs);
     if (*data == NULL || *buffers == NULL)
         goto done;
     for (size_t i = 1; i < n; i++) {
-        PyObject *b = PySequence_GetSlice(whole, (Py_ssize_t)spans[i].off,
-                                          (Py_ssize_t)(spans[i].off + spans[i].len));
+        PyObject *b = PySequence_GetSlice(
+            whole, (Py_ssize_t)spans[i].off, (Py_ssize_t)(spans[i].off + spans[i].len));
         if (b == NULL)
             goto done;
         PyList_SET_ITEM(*buffers, (Py_ssize_t)(i - 1), b);
@@ -355,7 +357,7 @@ pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (r.qlen == 0) {
             if (wr_fill(&r, 1) < 0)
                 goto done;
-            if (r.qlen == 0) {   /* EOF: the pool is gone */
+            if (r.qlen == 0) { /* EOF: the pool is gone */
                 result = Py_NewRef(Py_None);
                 goto done;
             }
@@ -365,7 +367,7 @@ pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         r.qlen--;
         uint32_t kind = f.h.kind;
         if (kind == 0 || kind == PB_FRAME_CANCEL) {
-            Py_DECREF(f.payload);   /* dropped, or about a task already run */
+            Py_DECREF(f.payload); /* dropped, or about a task already run */
             continue;
         }
         if (kind == PB_FRAME_STOP) {
@@ -444,8 +446,13 @@ pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto done;
         }
         nskipped = wr_take_cancels(&r, skipped, 16);
-        int rc = send_python_frame(result_fd, f.h.id, (uint32_t)rkind, PyTuple_GET_ITEM(res, 1),
-                                   PyTuple_GET_ITEM(res, 2), skipped, nskipped);
+        int rc = send_python_frame(result_fd,
+                                   f.h.id,
+                                   (uint32_t)rkind,
+                                   PyTuple_GET_ITEM(res, 1),
+                                   PyTuple_GET_ITEM(res, 2),
+                                   skipped,
+                                   nskipped);
         Py_DECREF(res);
         if (rc < 0)
             goto done;
@@ -456,7 +463,10 @@ done:
 }
 
 static PyMethodDef worker_methods[] = {
-    {"worker_run", (PyCFunction)(void (*)(void))pebble_worker_run, METH_FASTCALL, pebble_worker_run_doc},
+    {"worker_run",
+     (PyCFunction)(void (*)(void))pebble_worker_run,
+     METH_FASTCALL,
+     pebble_worker_run_doc},
     {NULL, NULL, 0, NULL},
 };
 
