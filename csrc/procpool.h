@@ -9,15 +9,25 @@
 
 #include "frame.h"
 
-/* Tunables. */
-#define KILL_GRACE_NS (250LL * 1000000LL) /* SIGTERM -> SIGKILL */
-#define STAGE_SIZE    (64 * 1024)         /* per-worker read staging */
+/* Time a killed worker gets between SIGTERM and SIGKILL. Longer lets a
+ * task's cleanup handlers finish; shorter frees a worker slot sooner from
+ * a task that ignores SIGTERM (its future is resolved at once either way). */
+#define KILL_GRACE_NS (250LL * 1000000LL)
+
+/* Bytes read from a result pipe at a time. Larger means fewer reads for
+ * many small results, at that much memory per worker; the rest of a large
+ * payload is read straight into its own block anyway. */
+#define STAGE_SIZE (64 * 1024)
+
 /* Tasks queued in a worker behind the one it runs. A deeper queue hides
  * more of the gap between a result and the next task; a shallower one
  * leaves more tasks pending, where any worker that frees up takes them and
  * cancel() needs no CANCEL frame. */
 #define QDEPTH 4
-#define WQ_CAP 16 /* frames waiting to be written to a worker */
+
+/* Frames waiting to be written to one worker: its queued tasks plus the
+ * CANCEL frames that may follow them. */
+#define WQ_CAP 16
 
 /* Task outcomes, decided by the I/O thread or by cancel()/stop(). */
 enum {
