@@ -57,7 +57,8 @@ pb_frame_write(int fd, uint64_t id, uint32_t kind, Py_buffer *bufs, int ninband,
     return pb_writev_all(fd, iov, n);
 }
 
-int
+/* 0 when h can head a frame, -1 when its length is impossible. */
+static int
 pb_frame_check(const pb_frame_hdr *h)
 {
     if (h->len > PB_FRAME_MAX_LEN)

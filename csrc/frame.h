@@ -64,9 +64,6 @@ PEBBLE_HIDDEN int pb_frame_write(int fd, uint64_t id, uint32_t kind, Py_buffer *
  * below what a corrupt header would ask to allocate. */
 #define PB_FRAME_MAX_LEN (1ULL << 40)
 
-/* 0 when h can head a frame, -1 when its length is impossible. */
-PEBBLE_HIDDEN int pb_frame_check(const pb_frame_hdr *h);
-
 /* A frame being cut out of a stream of bytes. Zero it to start. */
 typedef struct {
     pb_frame_hdr hdr; /* the frame's header, once have_hdr */
@@ -81,7 +78,7 @@ typedef char *(*pb_frame_alloc_fn)(void *ctx, const pb_frame_hdr *h);
 /* What pb_frame_parse() found. */
 enum {
     PB_PARSE_NOMEM = -2, /* alloc returned NULL */
-    PB_PARSE_BAD = -1,   /* a header pb_frame_check() refuses */
+    PB_PARSE_BAD = -1,   /* a header with an impossible length */
     PB_PARSE_MORE = 0,   /* every byte used, no frame complete */
     PB_PARSE_FRAME = 1,  /* a frame is complete */
 };

@@ -181,8 +181,6 @@ typedef struct {
 PEBBLE_HIDDEN int tt_insert(ProcCore *self, pp_task *t);
 /* The pending or sent task with that id, or NULL. Mutex held. */
 PEBBLE_HIDDEN pp_task *tt_find(ProcCore *self, uint64_t id);
-/* Forgets t; nothing happens if it is not in the table. Mutex held. */
-PEBBLE_HIDDEN void tt_remove(ProcCore *self, pp_task *t);
 /* Appends a new task to the pending queue; 1 if the queue was empty. */
 PEBBLE_HIDDEN int pend_push_back(ProcCore *self, pp_task *t);
 /* Takes t out of the pending queue. Mutex held. */

@@ -59,7 +59,8 @@ tt_find(ProcCore *self, uint64_t id)
     return NULL;
 }
 
-void
+/* Forgets t; nothing happens if it is not in the table. */
+static void
 tt_remove(ProcCore *self, pp_task *t)
 {
     size_t mask = self->table_cap - 1;
