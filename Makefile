@@ -7,7 +7,7 @@
 #   make lint       ruff and clang-format, checking only  make format    apply both
 
 PYTHON ?= python3
-LINT_TOOLS = ruff==0.17.6 clang-format==18.1.8
+LINT_TOOLS = ruff==0.17.6 clang-format==14.0.6
 C_SOURCES = $(wildcard csrc/*.c csrc/*.h)
 # clang-format from PyPI installs a script beside the interpreter's own.
 SCRIPTS = $(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_path('scripts'))")

@@ -107,7 +107,7 @@ pb_fd_register(int fd)
         int *r = realloc(registry, (size_t)cap * sizeof(int));
         if (r == NULL) {
             pthread_mutex_unlock(&registry_lock);
-            return;  /* best effort: the channel still works */
+            return; /* best effort: the channel still works */
         }
         registry = r;
         registry_cap = cap;

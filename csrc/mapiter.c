@@ -21,8 +21,8 @@ pebble_take(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     if (!PyIter_Check(args[0])) {
-        PyErr_Format(PyExc_TypeError, "take() needs an iterator, not %.200s",
-                     Py_TYPE(args[0])->tp_name);
+        PyErr_Format(
+            PyExc_TypeError, "take() needs an iterator, not %.200s", Py_TYPE(args[0])->tp_name);
         return NULL;
     }
     n = PyLong_AsSsize_t(args[1]);
@@ -73,9 +73,9 @@ exit:
 
 typedef struct {
     PyObject_HEAD
-    PyObject *fetch;        /* () -> the next chunk's values, or None at the end */
-    PyObject *error_type;   /* values of this type stand for a failed element */
-    PyObject *chunk;        /* list or tuple being walked, or NULL */
+    PyObject *fetch;      /* () -> the next chunk's values, or None at the end */
+    PyObject *error_type; /* values of this type stand for a failed element */
+    PyObject *chunk;      /* list or tuple being walked, or NULL */
     Py_ssize_t pos;
 } MapIterator;
 
@@ -85,8 +85,8 @@ MapIterator_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     PyObject *fetch, *error_type;
     static char *kwlist[] = {"fetch", "error_type", NULL};
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!:MapIterator", kwlist,
-                                     &fetch, &PyType_Type, &error_type))
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kwargs, "OO!:MapIterator", kwlist, &fetch, &PyType_Type, &error_type))
         return NULL;
     if (!PyCallable_Check(fetch)) {
         PyErr_SetString(PyExc_TypeError, "fetch must be callable");
@@ -110,7 +110,8 @@ mapiter_raise(PyObject *marker)
     if (error == NULL)
         return NULL;
     if (!PyExceptionInstance_Check(error)) {
-        PyErr_Format(PyExc_TypeError, "a map error marker holds %.200s, not an exception",
+        PyErr_Format(PyExc_TypeError,
+                     "a map error marker holds %.200s, not an exception",
                      Py_TYPE(error)->tp_name);
         Py_DECREF(error);
         return NULL;
@@ -126,14 +127,14 @@ MapIterator_next(MapIterator *self)
     for (;;) {
         PyObject *chunk = self->chunk;
         if (chunk != NULL) {
-            Py_ssize_t size = PyList_CheckExact(chunk) ? PyList_GET_SIZE(chunk)
-                                                       : PyTuple_GET_SIZE(chunk);
+            Py_ssize_t size =
+                PyList_CheckExact(chunk) ? PyList_GET_SIZE(chunk) : PyTuple_GET_SIZE(chunk);
             if (self->pos < size) {
                 PyObject *item = PyList_CheckExact(chunk) ? PyList_GET_ITEM(chunk, self->pos)
                                                           : PyTuple_GET_ITEM(chunk, self->pos);
                 self->pos++;
                 if (PEBBLE_UNLIKELY(Py_IS_TYPE(item, (PyTypeObject *)self->error_type))) {
-                    Py_INCREF(item);  /* the chunk may go while raising */
+                    Py_INCREF(item); /* the chunk may go while raising */
                     mapiter_raise(item);
                     Py_DECREF(item);
                     return NULL;
@@ -147,7 +148,7 @@ MapIterator_next(MapIterator *self)
             return NULL;
         if (next == Py_None) {
             Py_DECREF(next);
-            return NULL;  /* StopIteration */
+            return NULL; /* StopIteration */
         }
         if (!PyList_CheckExact(next) && !PyTuple_CheckExact(next)) {
             PyObject *values = PySequence_List(next);
@@ -236,8 +237,7 @@ static PyType_Spec MapIterator_spec = {
 int
 pebble_mapiter_init(PyObject *module)
 {
-    PyTypeObject *type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &MapIterator_spec,
-                                                                  NULL);
+    PyTypeObject *type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &MapIterator_spec, NULL);
     if (type == NULL)
         return -1;
     int rc = PyModule_AddType(module, type);

@@ -24,8 +24,7 @@ PyType_GetModuleByDef(PyTypeObject *type, PyModuleDef *def)
         if (module != NULL && PyModule_GetDef(module) == def)
             return module;
     }
-    PyErr_Format(PyExc_TypeError, "'%s' has no module of pebble._pebble",
-                 type->tp_name);
+    PyErr_Format(PyExc_TypeError, "'%s' has no module of pebble._pebble", type->tp_name);
     return NULL;
 }
 #endif
@@ -79,7 +78,9 @@ pebble_monotonic_ns(PyObject *module, PyObject *Py_UNUSED(ignored))
 
 static PyMethodDef pebble_methods[] = {
     {"monotonic_ns", pebble_monotonic_ns, METH_NOARGS, pebble_monotonic_ns_doc},
-    {"take", (PyCFunction)(void (*)(void))pebble_take, METH_FASTCALL,
+    {"take",
+     (PyCFunction)(void (*)(void))pebble_take,
+     METH_FASTCALL,
      "take(iterator, n, /)\n--\n\nUp to n items of iterator and the Exception it raised, or None."},
     {NULL, NULL, 0, NULL},
 };
@@ -90,11 +91,11 @@ pebble_exec(PyObject *module)
     pebble_state *st = (pebble_state *)PyModule_GetState(module);
     PyObject *pickle = NULL;
 
-#define INTERN(field, text)                                   \
-    do {                                                      \
-        st->field = PyUnicode_InternFromString(text);         \
-        if (st->field == NULL)                                \
-            goto error;                                       \
+#define INTERN(field, text)                           \
+    do {                                              \
+        st->field = PyUnicode_InternFromString(text); \
+        if (st->field == NULL)                        \
+            goto error;                               \
     } while (0)
 
     INTERN(str_set_running, "set_running_or_notify_cancel");
@@ -125,6 +126,12 @@ pebble_exec(PyObject *module)
     if (pebble_threadcore_init(module, st) < 0)
         goto error;
     if (pebble_proccore_init(module, st) < 0)
+        goto error;
+    if (pebble_block_init(module, st) < 0)
+        goto error;
+    if (pebble_worker_init(module) < 0)
+        goto error;
+    if (pebble_launcher_init(module) < 0)
         goto error;
     if (pebble_mapiter_init(module) < 0)
         goto error;
@@ -201,7 +208,7 @@ PyDoc_STRVAR(pebble_module_doc,
 "Native engine of pebble: thread and process pool machinery.");
 
 static struct PyModuleDef pebble_module = {
-    PyModuleDef_HEAD_INIT,
+    .m_base = PyModuleDef_HEAD_INIT,
     .m_name = "pebble._pebble",
     .m_doc = pebble_module_doc,
     .m_size = sizeof(pebble_state),

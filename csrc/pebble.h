@@ -16,12 +16,12 @@
 #include <sys/uio.h>
 
 #if defined(__GNUC__)
-#define PEBBLE_HIDDEN __attribute__((visibility("hidden")))
-#define PEBBLE_LIKELY(x) __builtin_expect(!!(x), 1)
+#define PEBBLE_HIDDEN      __attribute__((visibility("hidden")))
+#define PEBBLE_LIKELY(x)   __builtin_expect(!!(x), 1)
 #define PEBBLE_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #else
 #define PEBBLE_HIDDEN
-#define PEBBLE_LIKELY(x) (x)
+#define PEBBLE_LIKELY(x)   (x)
 #define PEBBLE_UNLIKELY(x) (x)
 #endif
 
@@ -30,18 +30,18 @@
 /* ------------------------------------------------------------------ */
 
 typedef struct {
-    PyTypeObject *ThreadCore_Type;   /* the ThreadPool engine */
-    PyTypeObject *ProcCore_Type;     /* the ProcessPool engine */
-    PyTypeObject *Block_Type;        /* received bytes, owned */
+    PyTypeObject *ThreadCore_Type; /* the ThreadPool engine */
+    PyTypeObject *ProcCore_Type;   /* the ProcessPool engine */
+    PyTypeObject *Block_Type;      /* received bytes, owned */
     /* Interned method names used on the hot paths. */
-    PyObject *str_set_running;       /* "set_running_or_notify_cancel" */
-    PyObject *str_set_result;        /* "set_result" */
-    PyObject *str_set_exception;     /* "set_exception" */
-    PyObject *str_loads;             /* "loads" */
-    PyObject *str_dumps;             /* "dumps" */
-    PyObject *pickle_loads;          /* pickle.loads */
-    PyObject *pickle_dumps;          /* pickle.dumps */
-    PyObject *PickleBuffer_Type;     /* pickle.PickleBuffer */
+    PyObject *str_set_running;   /* "set_running_or_notify_cancel" */
+    PyObject *str_set_result;    /* "set_result" */
+    PyObject *str_set_exception; /* "set_exception" */
+    PyObject *str_loads;         /* "loads" */
+    PyObject *str_dumps;         /* "dumps" */
+    PyObject *pickle_loads;      /* pickle.loads */
+    PyObject *pickle_dumps;      /* pickle.dumps */
+    PyObject *PickleBuffer_Type; /* pickle.PickleBuffer */
 } pebble_state;
 
 /* Returns the module state of the module that defined *type* (borrowed). */
@@ -137,45 +137,23 @@ PEBBLE_HIDDEN int pebble_threadcore_init(PyObject *module, pebble_state *st);
 /* ------------------------------------------------------------------ */
 
 PEBBLE_HIDDEN int pebble_proccore_init(PyObject *module, pebble_state *st);
+/* block.c: the Block type results are unpickled from. */
+PEBBLE_HIDDEN int pebble_block_init(PyObject *module, pebble_state *st);
 
 /* mapiter.c: the MapIterator type and take(). */
 PEBBLE_HIDDEN int pebble_mapiter_init(PyObject *module);
 PEBBLE_HIDDEN PyObject *pebble_take(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
-/* Frame kinds on a worker's channel. */
-enum {
-    PB_FRAME_TASK = 1,      /* parent -> worker: pickled (function, args, kwargs) */
-    PB_FRAME_PREPARE = 2,   /* launcher -> spawned worker: pickled preparation data */
-    PB_FRAME_INIT = 3,      /* launcher -> worker: pickled (initializer, initargs) */
-    PB_FRAME_STOP = 4,      /* parent -> worker: exit cleanly */
-    PB_FRAME_CANCEL = 5,    /* parent -> worker: drop task id if not started */
-    PB_FRAME_READY = 10,    /* worker -> parent: started, initializer done */
-    PB_FRAME_RESULT = 11,   /* worker -> parent: pickled result */
-    PB_FRAME_ERROR = 12,    /* worker -> parent: pickled exception of the task */
-    PB_FRAME_INIT_ERROR = 13, /* worker -> parent: the initializer failed */
-    PB_FRAME_SKIPPED = 14,  /* worker -> parent: task id dropped, never run */
-};
-
-/* Every frame starts with this header; *len* payload bytes follow. When
- * nbufs > 0 the payload starts with nbufs + 1 uint64 lengths (the pickle,
- * then each out-of-band buffer) followed by the data itself. */
-typedef struct {
-    uint64_t id;      /* task id, 0 for frames not about a task */
-    uint64_t len;     /* payload bytes after the header */
-    uint32_t kind;    /* PB_FRAME_* */
-    uint32_t nbufs;   /* out-of-band pickle buffers in the payload */
-} pb_frame_hdr;
-
 /* Control messages between the pool and its launcher process, sent on a
  * SOCK_SEQPACKET socket pair. SPAWNED carries the worker's task-write and
  * result-read descriptors as SCM_RIGHTS. */
 enum {
-    PB_CTL_SPAWN = 1,       /* pool -> launcher: start a worker for slot */
-    PB_CTL_KILL = 2,        /* pool -> launcher: signal pid with arg */
-    PB_CTL_EXIT = 3,        /* pool -> launcher: kill what is left and exit */
-    PB_CTL_SPAWNED = 11,    /* launcher -> pool: slot's worker is pid */
+    PB_CTL_SPAWN = 1,         /* pool -> launcher: start a worker for slot */
+    PB_CTL_KILL = 2,          /* pool -> launcher: signal pid with arg */
+    PB_CTL_EXIT = 3,          /* pool -> launcher: kill what is left and exit */
+    PB_CTL_SPAWNED = 11,      /* launcher -> pool: slot's worker is pid */
     PB_CTL_SPAWN_FAILED = 12, /* launcher -> pool: errno in arg */
-    PB_CTL_EXITED = 13,     /* launcher -> pool: pid exited, wait status in arg */
+    PB_CTL_EXITED = 13,       /* launcher -> pool: pid exited, wait status in arg */
 };
 
 typedef struct {
@@ -183,7 +161,7 @@ typedef struct {
     int32_t slot;
     int32_t pid;
     int32_t arg;
-    uint64_t gen;     /* spawn generation, echoed back */
+    uint64_t gen; /* spawn generation, echoed back */
 } pb_ctl_msg;
 
 /* channel.c: blocking and non-blocking I/O helpers. */
@@ -218,7 +196,7 @@ enum { PB_EV_READ = 1, PB_EV_WRITE = 2, PB_EV_ERROR = 4 };
 
 typedef struct {
     int fd;
-    int events;       /* PB_EV_* that happened */
+    int events; /* PB_EV_* that happened */
 } pb_event;
 
 /* Returns a new loop with a wake-up channel, or NULL with errno set. */
@@ -259,7 +237,9 @@ PEBBLE_HIDDEN int pb_reaper_kill(pb_reaper *r, pid_t pid, int sig);
 /* SIGKILLs every registered child and waits for each. */
 PEBBLE_HIDDEN void pb_reaper_kill_all(pb_reaper *r);
 
-/* worker.c */
+/* worker.c: worker_run() and the frame kinds Python sends. */
 PEBBLE_HIDDEN int pebble_worker_init(PyObject *module);
+/* launcher.c: launcher_run() and set_parent_death_signal(). */
+PEBBLE_HIDDEN int pebble_launcher_init(PyObject *module);
 
 #endif /* PEBBLE_H */

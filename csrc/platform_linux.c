@@ -25,9 +25,9 @@
 
 struct pb_loop {
     int epfd;
-    int wakefd;          /* eventfd written by pb_loop_wake() */
-    int timerfd;         /* armed at the nearest deadline */
-    int64_t armed;       /* deadline the timer is armed for, -1 none */
+    int wakefd;    /* eventfd written by pb_loop_wake() */
+    int timerfd;   /* armed at the nearest deadline */
+    int64_t armed; /* deadline the timer is armed for, -1 none */
 };
 
 pb_loop *
@@ -137,9 +137,10 @@ pb_loop_wait(pb_loop *loop, int64_t deadline_ns, pb_event *events, int max)
             continue;
         }
         events[out].fd = fd;
-        events[out].events = ((evs[i].events & EPOLLIN) ? PB_EV_READ : 0)
-                             | ((evs[i].events & EPOLLOUT) ? PB_EV_WRITE : 0)
-                             | ((evs[i].events & (EPOLLERR | EPOLLHUP)) ? PB_EV_ERROR | PB_EV_READ : 0);
+        events[out].events =
+            ((evs[i].events & EPOLLIN) ? PB_EV_READ : 0)
+            | ((evs[i].events & EPOLLOUT) ? PB_EV_WRITE : 0)
+            | ((evs[i].events & (EPOLLERR | EPOLLHUP)) ? PB_EV_ERROR | PB_EV_READ : 0);
         out++;
     }
     return out;

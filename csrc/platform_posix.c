@@ -17,8 +17,8 @@
 #endif
 
 struct pb_loop {
-    int wake[2];              /* self-pipe for pb_loop_wake() */
-    struct pollfd *fds;       /* fds[0] is the wake pipe */
+    int wake[2];        /* self-pipe for pb_loop_wake() */
+    struct pollfd *fds; /* fds[0] is the wake pipe */
     int count, cap;
 };
 
@@ -66,7 +66,8 @@ pb_loop_free(pb_loop *loop, int close_fds)
 int
 pb_loop_watch(pb_loop *loop, int fd, int events)
 {
-    short want = (short)(((events & PB_EV_READ) ? POLLIN : 0) | ((events & PB_EV_WRITE) ? POLLOUT : 0));
+    short want =
+        (short)(((events & PB_EV_READ) ? POLLIN : 0) | ((events & PB_EV_WRITE) ? POLLOUT : 0));
     for (int i = 1; i < loop->count; i++) {
         if (loop->fds[i].fd == fd) {
             if (events == 0)
@@ -123,8 +124,9 @@ pb_loop_wait(pb_loop *loop, int64_t deadline_ns, pb_event *events, int max)
         if (!re)
             continue;
         events[out].fd = loop->fds[i].fd;
-        events[out].events = ((re & POLLIN) ? PB_EV_READ : 0) | ((re & POLLOUT) ? PB_EV_WRITE : 0)
-                             | ((re & (POLLERR | POLLHUP | POLLNVAL)) ? PB_EV_ERROR | PB_EV_READ : 0);
+        events[out].events =
+            ((re & POLLIN) ? PB_EV_READ : 0) | ((re & POLLOUT) ? PB_EV_WRITE : 0)
+            | ((re & (POLLERR | POLLHUP | POLLNVAL)) ? PB_EV_ERROR | PB_EV_READ : 0);
         out++;
     }
     return out;

@@ -1,1435 +1,47 @@
-/* procpool.c - the ProcessPool engine.
+/* procpool.c - the ProcessPool engine's Python type, ProcCore.
  *
  * Three parties share a ProcCore:
  *
  *  - Python threads calling submit()/cancel()/close()/stop(): they append
  *    to the pending queue under the mutex and wake the I/O thread.
- *  - The I/O thread, a plain pthread that never takes the GIL. It waits in
- *    the platform loop (epoll or poll) for worker channels, the launcher's
- *    control socket, wake-ups and the nearest deadline; it dispatches
- *    tasks, reads results, fires timeouts, kills and replaces workers.
- *  - The completer, a Python thread inside ProcCore.run(): it sleeps on a
- *    condition variable without the GIL and, woken with a batch of
- *    finished tasks, takes the GIL once to resolve all their futures.
+ *  - The I/O thread (ioloop.c), a plain pthread that never takes the GIL.
+ *    It waits for worker channels, the launcher's control socket, wake-ups
+ *    and the nearest deadline; it dispatches tasks (sched.c), reads
+ *    results, fires timeouts, kills and replaces workers (lifecycle.c).
+ *  - The completer (complete.c), a Python thread inside ProcCore.run(): it
+ *    sleeps on a condition variable without the GIL and, woken with a
+ *    batch of finished tasks, takes the GIL once to resolve their futures.
  *
- * Workers are started by a launcher process (see worker.c), so spawning
+ * Workers are started by a launcher process (see launcher.c), so spawning
  * never needs the GIL and never blocks the I/O thread. Every worker has
  * its own task and result pipes: no lock is shared between processes.
  *
  * Lock order: the mutex may be taken with or without the GIL, but the GIL
  * is never requested while the mutex is held.
  */
-#include "pebble.h"
+#include "procpool.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <stdlib.h>
-#include <string.h>
-#include <poll.h>
-#include <sys/ioctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
-
-#define KILL_GRACE_NS (250LL * 1000000LL)   /* SIGTERM -> SIGKILL */
-#define STAGE_SIZE (64 * 1024)              /* per-worker read staging */
-#define QDEPTH 4                            /* tasks queued in a worker behind the running one */
-#define WQ_CAP 16                           /* frames waiting to be written to a worker */
-#define PIPELINE_MAX_NS (500LL * 1000)      /* pipeline only tasks shorter than this */
-
-/* Task outcomes, decided by the I/O thread or by cancel()/stop(). */
-enum {
-    OUT_NONE = 0,
-    OUT_RESULT,      /* data holds a RESULT frame payload */
-    OUT_ERROR,       /* data holds an ERROR frame payload */
-    OUT_TIMEOUT,     /* the deadline passed: TimeoutError */
-    OUT_EXPIRED,     /* the worker died: ProcessExpired(exitcode, pid) */
-    OUT_CANCELLED,   /* cancelled through the future: nothing to do */
-    OUT_STOPPED,     /* dropped by stop(): cancel the future */
-    OUT_BROKEN,      /* the pool entered the error state */
-};
-
-/* Task states. */
-enum { T_PENDING = 1, T_SENT, T_DONE };
-
-typedef struct pp_task {
-    uint64_t id;
-    PyObject *future;          /* owned; touched only with the GIL */
-    PyObject *payload;         /* owned bytes; its buffer is read by the I/O thread */
-    Py_buffer *oob;            /* out-of-band pickle buffers, exported (GIL to release) */
-    int noob;
-    uint64_t *lens;            /* frame length table when noob > 0 */
-    uint64_t frame_len;        /* payload bytes of its TASK frame */
-    uint64_t frame_end;        /* stream offset, on its worker's task pipe, of its frame's end */
-    int64_t timeout_ns;        /* -1: none */
-    int64_t deadline;          /* set at dispatch */
-    int state;                 /* T_* */
-    int outcome;               /* OUT_* once done */
-    int cancel_requested;      /* cancel() while T_SENT: kill its worker */
-    int on_started;            /* queued on the started list already */
-    int delivered;             /* its frame was fully written to the worker */
-    int cancel_sent;           /* a CANCEL frame went after it */
-    int64_t started_at;        /* when it became its worker's running task */
-    struct pp_task *prev, *next;   /* pending queue, then completion list */
-    struct pp_task *snext;     /* started list (to mark futures running) */
-    char *data;                /* result payload (malloc), OUT_RESULT/OUT_ERROR */
-    size_t len;
-    uint32_t nbufs;
-    int exitcode;              /* OUT_EXPIRED */
-    pid_t pid;
-} pp_task;
-
-/* Worker process states. */
-enum {
-    P_STARTING = 1,   /* SPAWN sent, waiting for SPAWNED */
-    P_ALIVE,          /* channels open */
-    P_RETIRING,       /* task pipe closed after max_tasks: exits by itself */
-    P_DYING,          /* killed: waiting for EXITED */
-};
-
-typedef struct pp_proc {
-    int state;
-    uint64_t gen;              /* matches SPAWN with SPAWNED */
-    pid_t pid;
-    int task_fd;               /* write end, non-blocking */
-    int result_fd;             /* read end, non-blocking */
-    int ready;                 /* READY received */
-    int eof;                   /* result pipe reached EOF */
-    pp_task *task;             /* running (the head of its queue), or NULL */
-    pp_task *queued[QDEPTH];   /* sent behind the running task, in order */
-    int nqueued;
-    int64_t ewma_ns;           /* recent task duration, -1 unknown */
-    uint64_t ntasks;           /* results received */
-    int64_t kill_at;           /* SIGKILL escalation time, -1 none */
-    /* Output: frames waiting to be written, the first one partly. */
-    struct {
-        pb_frame_hdr hdr;
-        pp_task *task;         /* payload source; NULL for control frames */
-    } wq[WQ_CAP];
-    int wq_head, wq_len;
-    size_t woff;               /* bytes of wq[wq_head] already written */
-    uint64_t wqueued;          /* bytes ever queued on the task pipe */
-    uint64_t wwritten;         /* bytes ever written to it */
-    int wbusy;                 /* frames are waiting to be written */
-    int wwatch;                /* task_fd is watched for writability */
-    int wfail;                 /* the last write failed: channel broken */
-    int rdata_ready;           /* stage or rdata got bytes to parse */
-    /* Input: a staging buffer and the frame being assembled. */
-    char *stage;
-    size_t slen;               /* bytes in stage */
-    pb_frame_hdr rhdr;         /* header of the frame being read */
-    int rhave_hdr;
-    char *rdata;               /* its payload (malloc) */
-    size_t rgot;
-} pp_proc;
-
-/* Pool states. */
-enum { S_RUNNING = 0, S_CLOSING, S_STOPPING, S_ERROR };
-
-typedef struct {
-    PyObject_HEAD
-    pthread_mutex_t mutex;
-    pthread_cond_t done_cond;      /* completer: completions or finish */
-    int max_workers;
-    uint64_t max_tasks;
-    int spare;                     /* elastic mode (>= 0): busy + pending + spare workers */
-    pid_t owner;                   /* the process that created the engine */
-    unsigned long fork_gen;        /* pb_fork_generation when created */
-    int state;                     /* S_* */
-    int finished;                  /* the I/O thread has left */
-    int io_started;
-    pthread_t io_thread;
-    pb_loop *loop;
-    int ctl_fd;                    /* launcher control socket (non-blocking) */
-    int ctl_eof;
-    /* Control messages the socket could not take yet, oldest first. */
-    pb_ctl_msg *ctlq;
-    int ctlq_head, ctlq_len, ctlq_cap;
-    int ctl_wwatch;                /* ctl_fd is watched for writability */
-    /* Pending queue (doubly linked, FIFO). */
-    pp_task *pend_head, *pend_tail;
-    Py_ssize_t npending;
-    /* Tasks waiting for the completer. */
-    pp_task *done_head, *done_tail;
-    pp_task *started_head, *started_tail;
-    /* Task table: id -> task while the task is pending or sent. */
-    pp_task **table;
-    size_t table_cap, table_len;
-    uint64_t next_id;
-    uint64_t next_gen;
-    int ncancel;                   /* cancel requests for sent tasks */
-    /* Worker processes, including dying ones. */
-    pp_proc *procs;
-    int nprocs, procs_cap;
-    int spawn_failures;
-    int startup_failures;          /* consecutive workers dead before READY */
-    int has_initializer;           /* workers run an initializer at start */
-    /* The error that broke the pool (an INIT_ERROR payload), or an errno. */
-    char *error_data;
-    size_t error_len;
-    int error_errno;
-    const char *error_what;
-} ProcCore;
-
-/* The engine was inherited through fork: its threads and workers belong
- * to an ancestor process, and its mutex may be held forever. */
-#define PP_FOREIGN(self) ((self)->fork_gen != pb_fork_generation)
-
-/* ------------------------------------------------------------------ */
-/* Task table: open addressing, linear probing, backward-shift delete.  */
-/* ------------------------------------------------------------------ */
-
-static inline size_t
-tt_slot(uint64_t id, size_t cap)
-{
-    return (size_t)((id * 0x9E3779B97F4A7C15ULL) >> 17) & (cap - 1);
-}
-
-/* 0 or -1 (out of memory). Mutex held. */
-static int
-tt_insert(ProcCore *self, pp_task *t)
-{
-    if ((self->table_len + 1) * 2 > self->table_cap) {
-        size_t cap = self->table_cap ? self->table_cap * 2 : 256;
-        pp_task **table = calloc(cap, sizeof(*table));
-        if (table == NULL)
-            return -1;
-        for (size_t i = 0; i < self->table_cap; i++) {
-            pp_task *e = self->table[i];
-            if (e != NULL) {
-                size_t j = tt_slot(e->id, cap);
-                while (table[j] != NULL)
-                    j = (j + 1) & (cap - 1);
-                table[j] = e;
-            }
-        }
-        free(self->table);
-        self->table = table;
-        self->table_cap = cap;
-    }
-    size_t j = tt_slot(t->id, self->table_cap);
-    while (self->table[j] != NULL)
-        j = (j + 1) & (self->table_cap - 1);
-    self->table[j] = t;
-    self->table_len++;
-    return 0;
-}
-
-static pp_task *
-tt_find(ProcCore *self, uint64_t id)
-{
-    if (self->table_cap == 0)
-        return NULL;
-    size_t j = tt_slot(id, self->table_cap);
-    while (self->table[j] != NULL) {
-        if (self->table[j]->id == id)
-            return self->table[j];
-        j = (j + 1) & (self->table_cap - 1);
-    }
-    return NULL;
-}
-
-static void
-tt_remove(ProcCore *self, pp_task *t)
-{
-    size_t mask = self->table_cap - 1;
-    size_t j = tt_slot(t->id, self->table_cap);
-    while (self->table[j] != t) {
-        if (self->table[j] == NULL)
-            return;
-        j = (j + 1) & mask;
-    }
-    self->table[j] = NULL;
-    self->table_len--;
-    /* Shift back the entries of the probe run that follows. */
-    size_t k = (j + 1) & mask;
-    while (self->table[k] != NULL) {
-        pp_task *e = self->table[k];
-        size_t home = tt_slot(e->id, self->table_cap);
-        /* e may move to j if j lies cyclically in [home, k). */
-        if (((k - home) & mask) >= ((k - j) & mask)) {
-            self->table[j] = e;
-            self->table[k] = NULL;
-            j = k;
-        }
-        k = (k + 1) & mask;
-    }
-}
-
-/* ------------------------------------------------------------------ */
-/* Queues (mutex held)                                                  */
-/* ------------------------------------------------------------------ */
-
-static void
-pend_unlink(ProcCore *self, pp_task *t)
-{
-    if (t->prev)
-        t->prev->next = t->next;
-    else
-        self->pend_head = t->next;
-    if (t->next)
-        t->next->prev = t->prev;
-    else
-        self->pend_tail = t->prev;
-    t->prev = t->next = NULL;
-    self->npending--;
-}
-
-/* Puts a task back at the head of the pending queue (it never started). */
-static void
-pend_push_front(ProcCore *self, pp_task *t)
-{
-    t->state = T_PENDING;
-    t->delivered = 0;
-    t->cancel_sent = 0;
-    t->prev = NULL;
-    t->next = self->pend_head;
-    if (self->pend_head)
-        self->pend_head->prev = t;
-    else
-        self->pend_tail = t;
-    self->pend_head = t;
-    self->npending++;
-}
-
-/* Records the outcome and hands the task to the completer. */
-static void
-task_finish(ProcCore *self, pp_task *t, int outcome)
-{
-    if (t->state == T_DONE)
-        return;
-    if (t->state == T_PENDING)
-        pend_unlink(self, t);
-    t->state = T_DONE;
-    t->outcome = outcome;
-    tt_remove(self, t);
-    t->next = NULL;
-    if (self->done_tail)
-        self->done_tail->next = t;
-    else
-        self->done_head = t;
-    self->done_tail = t;
-}
-
-/* ------------------------------------------------------------------ */
-/* Workers (I/O thread, mutex held unless said)                         */
-/* ------------------------------------------------------------------ */
-
-static int
-live_workers(ProcCore *self)
-{
-    int n = 0;
-    for (int i = 0; i < self->nprocs; i++)
-        if (self->procs[i].state == P_STARTING || self->procs[i].state == P_ALIVE)
-            n++;
-    return n;
-}
-
-static void
-proc_close_channels(ProcCore *self, pp_proc *p)
-{
-    if (p->task_fd >= 0) {
-        pb_loop_watch(self->loop, p->task_fd, 0);
-        pb_fd_close(p->task_fd);
-        p->task_fd = -1;
-    }
-    if (p->result_fd >= 0) {
-        pb_loop_watch(self->loop, p->result_fd, 0);
-        pb_fd_close(p->result_fd);
-        p->result_fd = -1;
-    }
-    free(p->stage);
-    p->stage = NULL;
-    p->slen = 0;
-    free(p->rdata);
-    p->rdata = NULL;
-    p->rhave_hdr = 0;
-    p->wbusy = 0;
-    p->wwatch = 0;
-    p->wq_len = 0;
-    p->woff = 0;
-}
-
-/* Sends the queued control messages the socket takes now; the rest wait
- * for it to become writable (a launcher busy forking drains it later). */
-static void
-ctl_flush(ProcCore *self)
-{
-    while (self->ctlq_len > 0) {
-        if (pb_ctl_send(self->ctl_fd, &self->ctlq[self->ctlq_head], NULL, 0) < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                if (!self->ctl_wwatch
-                    && pb_loop_watch(self->loop, self->ctl_fd, PB_EV_READ | PB_EV_WRITE) == 0)
-                    self->ctl_wwatch = 1;
-                return;
-            }
-            self->ctlq_len = 0;  /* the launcher is gone: EOF follows */
-            break;
-        }
-        self->ctlq_head = (self->ctlq_head + 1) % self->ctlq_cap;
-        self->ctlq_len--;
-    }
-    if (self->ctl_wwatch) {
-        pb_loop_watch(self->loop, self->ctl_fd, PB_EV_READ);
-        self->ctl_wwatch = 0;
-    }
-}
-
-/* Queues a control message for the launcher and sends what it can. */
-static void
-ctl_post(ProcCore *self, pb_ctl_msg m)
-{
-    if (self->ctl_eof || self->ctl_fd < 0)
-        return;
-    if (self->ctlq_len == self->ctlq_cap) {
-        int cap = self->ctlq_cap ? self->ctlq_cap * 2 : 64;
-        pb_ctl_msg *q = malloc((size_t)cap * sizeof(*q));
-        if (q == NULL)
-            return;  /* a lost KILL is escalated, a lost SPAWN retried */
-        for (int i = 0; i < self->ctlq_len; i++)
-            q[i] = self->ctlq[(self->ctlq_head + i) % self->ctlq_cap];
-        free(self->ctlq);
-        self->ctlq = q;
-        self->ctlq_cap = cap;
-        self->ctlq_head = 0;
-    }
-    self->ctlq[(self->ctlq_head + self->ctlq_len) % self->ctlq_cap] = m;
-    self->ctlq_len++;
-    ctl_flush(self);
-}
-
-static void
-ctl_kill(ProcCore *self, pid_t pid, int sig)
-{
-    pb_ctl_msg m = {PB_CTL_KILL, 0, pid, sig, 0};
-    ctl_post(self, m);
-}
-
-/* Tells an idle worker to exit by itself. Descriptors inherited by other
- * processes would hide EOF, so the request is an explicit frame. Returns
- * 0 when the worker still has frames to receive (try again later). */
-static int
-proc_retire(ProcCore *self, pp_proc *p)
-{
-    pb_frame_hdr h;
-    if (p->wq_len > 0)
-        return 0;
-    memset(&h, 0, sizeof(h));
-    h.kind = PB_FRAME_STOP;
-    if (p->task_fd >= 0) {
-        /* The pipe is empty when the worker is idle: this never blocks. */
-        ssize_t w;
-        do {
-            w = write(p->task_fd, &h, sizeof(h));
-        } while (w < 0 && errno == EINTR);
-        pb_loop_watch(self->loop, p->task_fd, 0);
-        pb_fd_close(p->task_fd);
-        p->task_fd = -1;
-        p->wwatch = 0;
-    }
-    p->state = P_RETIRING;
-    return 1;
-}
-
-/* Sends the tasks queued behind p's running task back to the pending
- * queue (they never started), or drops those cancelled meanwhile. */
-static void
-proc_requeue_queued(ProcCore *self, pp_proc *p)
-{
-    for (int i = p->nqueued - 1; i >= 0; i--) {
-        pp_task *t = p->queued[i];
-        if (t->cancel_requested)
-            task_finish(self, t, OUT_CANCELLED);
-        else
-            pend_push_front(self, t);
-    }
-    p->nqueued = 0;
-}
-
-/* Kills a worker: SIGTERM now, SIGKILL after the grace period. Its running
- * task, if any, must already be finished by the caller; tasks queued
- * behind it go back to the pending queue. */
-static void
-proc_kill(ProcCore *self, pp_proc *p)
-{
-    proc_requeue_queued(self, p);
-    if (p->state == P_DYING)
-        return;
-    if (p->state == P_STARTING) {
-        /* Not known yet: kill it when SPAWNED arrives. */
-        p->kill_at = 0;
-        p->state = P_DYING;
-        return;
-    }
-    proc_close_channels(self, p);
-    p->task = NULL;
-    p->state = P_DYING;
-    ctl_kill(self, p->pid, SIGTERM);
-    p->kill_at = pebble_now_ns() + KILL_GRACE_NS;
-}
-
-static void
-proc_remove(ProcCore *self, int i)
-{
-    proc_close_channels(self, &self->procs[i]);
-    self->procs[i] = self->procs[--self->nprocs];
-}
-
-/* Asks the launcher for a new worker. */
-static void
-proc_spawn(ProcCore *self)
-{
-    if (self->ctl_eof)
-        return;
-    if (self->nprocs == self->procs_cap) {
-        int cap = self->procs_cap ? self->procs_cap * 2 : 8;
-        pp_proc *procs = realloc(self->procs, (size_t)cap * sizeof(*procs));
-        if (procs == NULL)
-            return;  /* retried on the next loop turn */
-        self->procs = procs;
-        self->procs_cap = cap;
-    }
-    pp_proc *p = &self->procs[self->nprocs];
-    memset(p, 0, sizeof(*p));
-    p->state = P_STARTING;
-    p->gen = ++self->next_gen;
-    p->task_fd = p->result_fd = -1;
-    p->kill_at = -1;
-    p->ewma_ns = -1;
-    pb_ctl_msg m = {PB_CTL_SPAWN, 0, 0, 0, p->gen};
-    self->nprocs++;
-    ctl_post(self, m);
-}
-
-/* Puts the pool in the error state: every task fails, workers are killed. */
-static void
-pool_break(ProcCore *self, const char *what, int err)
-{
-    if (self->state == S_ERROR)
-        return;
-    self->state = S_ERROR;
-    if (self->error_what == NULL) {
-        self->error_what = what;
-        self->error_errno = err;
-    }
-    while (self->pend_head)
-        task_finish(self, self->pend_head, OUT_BROKEN);
-    for (int i = 0; i < self->nprocs; i++) {
-        pp_proc *p = &self->procs[i];
-        if (p->task) {
-            task_finish(self, p->task, OUT_BROKEN);
-            p->task = NULL;
-        }
-        for (int j = 0; j < p->nqueued; j++)
-            task_finish(self, p->queued[j], OUT_BROKEN);
-        p->nqueued = 0;
-        proc_kill(self, p);
-    }
-    while (self->pend_head)
-        task_finish(self, self->pend_head, OUT_BROKEN);
-}
-
-/* Queues a frame for p. Returns 0, or -1 when its output queue is full. */
-static int
-wq_push(pp_proc *p, uint32_t kind, uint64_t id, pp_task *t)
-{
-    if (p->wq_len == WQ_CAP)
-        return -1;
-    int i = (p->wq_head + p->wq_len) % WQ_CAP;
-    memset(&p->wq[i].hdr, 0, sizeof(pb_frame_hdr));
-    p->wq[i].hdr.id = id;
-    p->wq[i].hdr.kind = kind;
-    p->wq[i].hdr.len = t ? t->frame_len : 0;
-    p->wq[i].hdr.nbufs = t ? (uint32_t)t->noob : 0;
-    p->wq[i].task = t;
-    p->wq_len++;
-    p->wbusy = 1;
-    p->wqueued += sizeof(pb_frame_hdr) + p->wq[i].hdr.len;
-    if (t != NULL)
-        t->frame_end = p->wqueued;
-    return 0;
-}
-
-static void task_mark_started(ProcCore *self, pp_task *t);
-
-/* t became the task p runs: its timeout starts now, or when p is ready
- * (a fresh interpreter may take a while to start and run its initializer). */
-static void
-task_start(ProcCore *self, pp_proc *p, pp_task *t)
-{
-    p->task = t;
-    t->started_at = pebble_now_ns();
-    t->deadline = t->timeout_ns >= 0 && p->ready ? t->started_at + t->timeout_ns : -1;
-    if (p->ready)
-        task_mark_started(self, t);
-}
-
-/* Queues t for the completer to mark its future running. */
-static void
-task_mark_started(ProcCore *self, pp_task *t)
-{
-    if (!t->on_started) {
-        t->on_started = 1;
-        t->snext = NULL;
-        if (self->started_tail)
-            self->started_tail->snext = t;
-        else
-            self->started_head = t;
-        self->started_tail = t;
-    }
-}
-
-/* Sends t to p: it runs at once if p is idle, otherwise after p's queue. */
-static void
-proc_dispatch(ProcCore *self, pp_proc *p, pp_task *t)
-{
-    pend_unlink(self, t);
-    t->state = T_SENT;
-    t->delivered = 0;
-    wq_push(p, PB_FRAME_TASK, t->id, t);
-    if (p->task == NULL)
-        task_start(self, p, t);
-    else
-        p->queued[p->nqueued++] = t;
-}
-
-/* Writes as many queued frames as the pipe takes, in one writev. Called
- * without the mutex: only the I/O thread touches a worker's output, and a
- * sent task is never freed before this thread records its outcome. On a
- * broken channel it sets p->wfail. */
-static void
-proc_flush(ProcCore *self, pp_proc *p)
-{
-    if (!p->wbusy || p->task_fd < 0)
-        return;
-    while (p->wq_len > 0) {
-        struct iovec iov[256];
-        int n = 0;
-        size_t skip = p->woff;
-        for (int i = 0; i < p->wq_len && n < 256; i++) {
-            int k = (p->wq_head + i) % WQ_CAP;
-            pp_task *t = p->wq[k].task;
-            /* A frame: header, then for a task its length table (with
-             * out-of-band buffers), its pickle and those buffers. */
-            int nseg = 1 + (t ? 1 + (t->noob ? 1 + t->noob : 0) : 0);
-            for (int j = 0; j < nseg && n < 256; j++) {
-                char *base;
-                size_t len;
-                if (j == 0) {
-                    base = (char *)&p->wq[k].hdr;
-                    len = sizeof(pb_frame_hdr);
-                }
-                else if (t->noob && j == 1) {
-                    base = (char *)t->lens;
-                    len = (size_t)(t->noob + 1) * sizeof(uint64_t);
-                }
-                else if (j == (t->noob ? 2 : 1)) {
-                    base = PyBytes_AS_STRING(t->payload);
-                    len = (size_t)PyBytes_GET_SIZE(t->payload);
-                }
-                else {
-                    Py_buffer *v = &t->oob[j - 3];
-                    base = v->buf;
-                    len = (size_t)v->len;
-                }
-                if (skip >= len) {
-                    skip -= len;
-                    continue;
-                }
-                iov[n].iov_base = base + skip;
-                iov[n].iov_len = len - skip;
-                skip = 0;
-                n++;
-            }
-        }
-        ssize_t w = writev(p->task_fd, iov, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                if (!p->wwatch && pb_loop_watch(self->loop, p->task_fd, PB_EV_WRITE) == 0)
-                    p->wwatch = 1;
-                return;
-            }
-            p->wfail = 1;
-            return;
-        }
-        p->wwritten += (uint64_t)w;
-        size_t adv = p->woff + (size_t)w;
-        while (p->wq_len > 0) {
-            int k = p->wq_head;
-            size_t flen = sizeof(pb_frame_hdr) + (size_t)p->wq[k].hdr.len;
-            if (adv < flen)
-                break;
-            adv -= flen;
-            if (p->wq[k].task)
-                p->wq[k].task->delivered = 1;
-            p->wq_head = (p->wq_head + 1) % WQ_CAP;
-            p->wq_len--;
-        }
-        p->woff = adv;
-    }
-    p->wbusy = 0;
-    if (p->wwatch) {
-        pb_loop_watch(self->loop, p->task_fd, 0);
-        p->wwatch = 0;
-    }
-}
-
-/* Handles one complete frame from p. Takes ownership of data. */
-static void
-proc_frame(ProcCore *self, pp_proc *p, pb_frame_hdr *h, char *data)
-{
-    switch (h->kind) {
-    case PB_FRAME_READY:
-        p->ready = 1;
-        self->spawn_failures = 0;
-        self->startup_failures = 0;
-        free(data);
-        if (p->task != NULL) {
-            p->task->started_at = pebble_now_ns();
-            if (p->task->timeout_ns >= 0)
-                p->task->deadline = p->task->started_at + p->task->timeout_ns;
-            task_mark_started(self, p->task);
-        }
-        return;
-    case PB_FRAME_INIT_ERROR:
-        if (self->error_data == NULL) {
-            self->error_data = data;
-            self->error_len = (size_t)h->len;
-            data = NULL;
-        }
-        free(data);
-        pool_break(self, "initializer", 0);
-        return;
-    case PB_FRAME_SKIPPED:
-        /* A queued task the worker dropped after its CANCEL frame. */
-        free(data);
-        for (int i = 0; i < p->nqueued; i++) {
-            if (p->queued[i]->id == h->id) {
-                pp_task *t = p->queued[i];
-                memmove(&p->queued[i], &p->queued[i + 1], (size_t)(p->nqueued - i - 1) * sizeof(pp_task *));
-                p->nqueued--;
-                task_finish(self, t, OUT_CANCELLED);
-                break;
-            }
-        }
-        return;
-    case PB_FRAME_RESULT:
-    case PB_FRAME_ERROR:
-        if (p->task == NULL || p->task->id != h->id) {
-            free(data);   /* a task finished already (timeout, cancel) */
-            return;
-        }
-        pp_task *t = p->task;
-        int64_t now = pebble_now_ns(), took = now - t->started_at;
-        p->ewma_ns = p->ewma_ns < 0 ? took : (p->ewma_ns * 3 + took) / 4;
-        p->task = NULL;
-        p->ntasks++;
-        t->data = data;
-        t->len = (size_t)h->len;
-        t->nbufs = h->nbufs;
-        task_finish(self, t, h->kind == PB_FRAME_RESULT ? OUT_RESULT : OUT_ERROR);
-        if (p->nqueued > 0) {
-            pp_task *next = p->queued[0];
-            memmove(&p->queued[0], &p->queued[1], (size_t)(p->nqueued - 1) * sizeof(pp_task *));
-            p->nqueued--;
-            task_start(self, p, next);
-        }
-        else if (self->max_tasks && p->ntasks >= self->max_tasks && p->state == P_ALIVE) {
-            proc_retire(self, p);
-        }
-        return;
-    default:
-        free(data);
-        return;
-    }
-}
-
-/* Reads what is available from p's result pipe into its buffers. Called
- * without the mutex (the buffers are the I/O thread's own). */
-static void
-proc_fill(pp_proc *p)
-{
-    if (p->result_fd < 0 || p->eof)
-        return;
-    if (p->stage == NULL && (p->stage = malloc(STAGE_SIZE)) == NULL)
-        return;
-    for (;;) {
-        ssize_t r;
-        if (p->rhave_hdr && p->slen == 0 && p->rgot < p->rhdr.len) {
-            /* A large payload is read straight into its own block. */
-            r = read(p->result_fd, p->rdata + p->rgot, (size_t)(p->rhdr.len - p->rgot));
-            if (r > 0) {
-                p->rgot += (size_t)r;
-                p->rdata_ready = 1;
-                if (p->rgot < p->rhdr.len)
-                    continue;
-                return;
-            }
-        }
-        else {
-            if (p->slen == STAGE_SIZE)
-                return;  /* parse first; the pipe stays readable */
-            r = read(p->result_fd, p->stage + p->slen, STAGE_SIZE - p->slen);
-            if (r > 0) {
-                p->slen += (size_t)r;
-                p->rdata_ready = 1;
-                return;
-            }
-        }
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return;
-        p->eof = 1;
-        p->rdata_ready = 1;
-        return;
-    }
-}
-
-/* Turns buffered bytes into frames. Mutex held. */
-static void
-proc_parse(ProcCore *self, pp_proc *p)
-{
-    size_t off = 0;
-    p->rdata_ready = 0;
-    for (;;) {
-        if (!p->rhave_hdr) {
-            if (p->slen - off < sizeof(pb_frame_hdr))
-                break;
-            memcpy(&p->rhdr, p->stage + off, sizeof(pb_frame_hdr));
-            off += sizeof(pb_frame_hdr);
-            p->rhave_hdr = 1;
-            p->rgot = 0;
-            p->rdata = malloc(p->rhdr.len ? (size_t)p->rhdr.len : 1);
-            if (p->rdata == NULL) {
-                /* Cannot hold the frame: drop the channel. */
-                p->rhave_hdr = 0;
-                p->eof = 1;
-                break;
-            }
-        }
-        size_t take = p->slen - off;
-        if (take > p->rhdr.len - p->rgot)
-            take = (size_t)(p->rhdr.len - p->rgot);
-        memcpy(p->rdata + p->rgot, p->stage + off, take);
-        p->rgot += take;
-        off += take;
-        if (p->rgot < p->rhdr.len)
-            break;
-        char *d = p->rdata;
-        p->rdata = NULL;
-        p->rhave_hdr = 0;
-        proc_frame(self, p, &p->rhdr, d);
-        if (p->stage == NULL)
-            return;  /* the channel was closed meanwhile */
-    }
-    if (off > 0 && p->stage != NULL) {
-        memmove(p->stage, p->stage + off, p->slen - off);
-        p->slen -= off;
-    }
-    if (p->eof && p->result_fd >= 0)
-        pb_loop_watch(self->loop, p->result_fd, 0);
-}
-
-/* Reads and parses everything available now. Mutex held (rare paths). */
-static void
-proc_read(ProcCore *self, pp_proc *p)
-{
-    do {
-        p->rdata_ready = 0;
-        proc_fill(p);
-        proc_parse(self, p);
-    } while (p->rdata_ready && !p->eof && p->stage != NULL);
-}
-
-static pp_proc *
-proc_by_fd(ProcCore *self, int fd)
-{
-    for (int i = 0; i < self->nprocs; i++)
-        if (self->procs[i].task_fd == fd || self->procs[i].result_fd == fd)
-            return &self->procs[i];
-    return NULL;
-}
-
-/* True when not one byte of t's frame left p's task pipe: the worker
- * never saw the task. Only a dead worker's pipe can be asked. */
-static int
-proc_never_read(pp_proc *p, pp_task *t)
-{
-    int unread = 0;
-    if (!t->delivered)
-        return 1;  /* a frame cut short cannot be run */
-    if (p->task_fd < 0 || ioctl(p->task_fd, FIONREAD, &unread) < 0)
-        return 0;
-    uint64_t consumed = p->wwritten - (uint64_t)unread;
-    uint64_t frame_start = t->frame_end - sizeof(pb_frame_hdr) - t->frame_len;
-    return consumed <= frame_start;
-}
-
-/* A worker exited with the given wait status. */
-static void
-proc_exited(ProcCore *self, pid_t pid, int status)
-{
-    int i;
-    for (i = 0; i < self->nprocs; i++)
-        if (self->procs[i].pid == pid && self->procs[i].state != P_STARTING)
-            break;
-    if (i == self->nprocs)
-        return;
-    pp_proc *p = &self->procs[i];
-    /* Whatever it wrote before dying is still in the pipe. */
-    proc_read(self, p);
-    int code = WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
-    if (p->state == P_ALIVE && !p->ready && self->state != S_STOPPING && self->state != S_ERROR) {
-        /* Died before it was ready: its task never started and goes back
-         * to the queue. An initializer that exits breaks the pool, as one
-         * that raises does; otherwise only repeated deaths (a worker that
-         * cannot start at all) do, not one killed from outside. */
-        if (p->task != NULL) {
-            pend_push_front(self, p->task);
-            p->task = NULL;
-        }
-        if (self->has_initializer || ++self->startup_failures >= 3)
-            pool_break(self, "startup", code);
-    }
-    if (p->task && proc_never_read(p, p->task)) {
-        /* It died (killed while idle, say) before reading its task. */
-        pend_push_front(self, p->task);
-        p->task = NULL;
-    }
-    if (p->task) {
-        pp_task *t = p->task;
-        p->task = NULL;
-        t->exitcode = code;
-        t->pid = pid;
-        task_finish(self, t, OUT_EXPIRED);
-    }
-    proc_requeue_queued(self, p);
-    proc_remove(self, i);
-}
-
-static void
-ctl_read(ProcCore *self)
-{
-    for (;;) {
-        pb_ctl_msg m;
-        int fds[2];
-        int r = pb_ctl_recv(self->ctl_fd, &m, fds);
-        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return;
-        if (r <= 0) {
-            self->ctl_eof = 1;
-            pb_loop_watch(self->loop, self->ctl_fd, 0);
-            /* Without the launcher no worker can be started or reaped. */
-            for (int i = 0; i < self->nprocs; i++) {
-                pp_proc *p = &self->procs[i];
-                if (p->task) {
-                    p->task->exitcode = 0;
-                    p->task->pid = p->pid;
-                    task_finish(self, p->task, OUT_EXPIRED);
-                    p->task = NULL;
-                }
-                proc_requeue_queued(self, p);
-            }
-            while (self->nprocs)
-                proc_remove(self, self->nprocs - 1);
-            if (self->state == S_RUNNING || self->state == S_CLOSING)
-                pool_break(self, "launcher", 0);
-            return;
-        }
-        if (m.op == PB_CTL_SPAWNED) {
-            pp_proc *p = NULL;
-            for (int i = 0; i < self->nprocs; i++)
-                if (self->procs[i].gen == m.gen)
-                    p = &self->procs[i];
-            if (p == NULL || fds[0] < 0 || fds[1] < 0) {
-                if (fds[0] >= 0)
-                    close(fds[0]);
-                if (fds[1] >= 0)
-                    close(fds[1]);
-                continue;
-            }
-            p->pid = m.pid;
-            if (p->state == P_DYING) {
-                close(fds[0]);
-                close(fds[1]);
-                ctl_kill(self, p->pid, SIGKILL);
-                p->kill_at = -1;
-                continue;
-            }
-            p->task_fd = fds[0];
-            p->result_fd = fds[1];
-            pb_fd_register(p->task_fd);
-            pb_fd_register(p->result_fd);
-            pb_set_nonblock(p->task_fd);
-            pb_set_nonblock(p->result_fd);
-            p->state = P_ALIVE;
-            pb_loop_watch(self->loop, p->result_fd, PB_EV_READ);
-        }
-        else if (m.op == PB_CTL_SPAWN_FAILED) {
-            for (int i = 0; i < self->nprocs; i++) {
-                if (self->procs[i].gen == m.gen) {
-                    proc_remove(self, i);
-                    break;
-                }
-            }
-            if (++self->spawn_failures >= 3)
-                pool_break(self, "spawn", m.arg);
-        }
-        else if (m.op == PB_CTL_EXITED) {
-            proc_exited(self, m.pid, m.arg);
-        }
-    }
-}
-
-/* Kills the workers running cancelled tasks; asks workers to drop the
- * cancelled tasks queued behind their running one. */
-static void
-handle_cancels(ProcCore *self)
-{
-    if (self->ncancel == 0)
-        return;
-    self->ncancel = 0;
-    for (int i = 0; i < self->nprocs; i++) {
-        pp_proc *p = &self->procs[i];
-        if (p->task && p->task->cancel_requested) {
-            task_finish(self, p->task, OUT_CANCELLED);
-            p->task = NULL;
-            proc_kill(self, p);
-            continue;
-        }
-        for (int j = 0; j < p->nqueued; j++) {
-            pp_task *t = p->queued[j];
-            /* Without room for the frame the task is killed if it starts. */
-            if (t->cancel_requested && !t->cancel_sent && wq_push(p, PB_FRAME_CANCEL, t->id, NULL) == 0)
-                t->cancel_sent = 1;
-        }
-    }
-}
-
-/* Fires expired deadlines and returns the next one (-1: none). */
-static int64_t
-handle_deadlines(ProcCore *self)
-{
-    int64_t now = pebble_now_ns(), next = -1;
-    for (int i = 0; i < self->nprocs; i++) {
-        pp_proc *p = &self->procs[i];
-        if (p->task && p->task->deadline >= 0) {
-            if (p->task->deadline <= now) {
-                task_finish(self, p->task, OUT_TIMEOUT);
-                p->task = NULL;
-                proc_kill(self, p);
-            }
-            else if (next < 0 || p->task->deadline < next) {
-                next = p->task->deadline;
-            }
-        }
-        if (p->state == P_DYING && p->kill_at > 0) {
-            if (p->kill_at <= now) {
-                ctl_kill(self, p->pid, SIGKILL);
-                p->kill_at = -1;
-            }
-            else if (next < 0 || p->kill_at < next) {
-                next = p->kill_at;
-            }
-        }
-    }
-    return next;
-}
-
-/* p's task pipe broke: the worker is gone or going. Tasks whose frames it
- * never received go back to the queue; the running one is settled by the
- * worker's EXITED report (its result may still be in the result pipe). */
-static void
-proc_write_failed(ProcCore *self, pp_proc *p)
-{
-    p->wfail = 0;
-    for (int i = p->nqueued - 1; i >= 0; i--) {
-        pp_task *t = p->queued[i];
-        if (!t->delivered) {
-            memmove(&p->queued[i], &p->queued[i + 1], (size_t)(p->nqueued - i - 1) * sizeof(pp_task *));
-            p->nqueued--;
-            pend_push_front(self, t);
-        }
-    }
-    if (p->task != NULL && !p->task->delivered) {
-        pend_push_front(self, p->task);
-        p->task = NULL;
-    }
-    if (p->wwatch)
-        pb_loop_watch(self->loop, p->task_fd, 0);
-    pb_fd_close(p->task_fd);
-    p->task_fd = -1;
-    p->wq_len = 0;
-    p->woff = 0;
-    p->wbusy = 0;
-    p->wwatch = 0;
-    if (p->state == P_ALIVE || p->state == P_RETIRING) {
-        p->state = P_DYING;
-        ctl_kill(self, p->pid, SIGKILL);
-        p->kill_at = -1;
-    }
-}
-
-/* Keeps the worker count and hands pending tasks to idle workers. */
-static void
-schedule_work(ProcCore *self)
-{
-    if (self->state == S_RUNNING || (self->state == S_CLOSING && self->pend_head != NULL)) {
-        int want = self->max_workers;
-        if (self->spare >= 0) {
-            /* Elastic: a worker per task in flight, plus warm spares. */
-            int busy = 0;
-            for (int i = 0; i < self->nprocs; i++)
-                busy += self->procs[i].task != NULL;
-            int64_t w = (int64_t)busy + self->npending + (self->state == S_RUNNING ? self->spare : 0);
-            want = w < self->max_workers ? (int)w : self->max_workers;
-        }
-        for (int n = live_workers(self); n < want && !self->ctl_eof; n++)
-            proc_spawn(self);
-    }
-    /* Idle workers first, one task each: those ready to run it at once
-     * before those still starting (a fresh interpreter takes a while). */
-    for (int ready = 1; ready >= 0; ready--) {
-        for (int i = 0; i < self->nprocs && self->pend_head; i++) {
-            pp_proc *p = &self->procs[i];
-            if (p->state != P_ALIVE || p->task != NULL || p->ready != ready)
-                continue;
-            proc_dispatch(self, p, self->pend_head);
-        }
-    }
-    /* A backlog of short tasks is queued a few deep behind running ones, so
-     * a worker never waits for the next task after sending a result. Long
-     * tasks are not: a queued task would wait while another worker idles. */
-    for (int depth = 1; depth <= QDEPTH && self->pend_head; depth++) {
-        for (int i = 0; i < self->nprocs && self->pend_head; i++) {
-            pp_proc *p = &self->procs[i];
-            if (p->state != P_ALIVE || p->task == NULL || p->nqueued >= depth
-                || p->ewma_ns < 0 || p->ewma_ns > PIPELINE_MAX_NS || self->spare >= 0
-                || (self->max_tasks && p->ntasks + 1 + (uint64_t)p->nqueued >= self->max_tasks)
-                || p->wq_len >= WQ_CAP - 2)
-                continue;
-            proc_dispatch(self, p, self->pend_head);
-        }
-    }
-    if (self->state == S_CLOSING && self->pend_head == NULL) {
-        /* Drained: idle workers are told to exit. */
-        for (int i = 0; i < self->nprocs; i++) {
-            pp_proc *p = &self->procs[i];
-            if (p->state == P_ALIVE && p->task == NULL && p->nqueued == 0)
-                proc_retire(self, p);
-        }
-    }
-    if (self->state == S_STOPPING) {
-        for (int i = 0; i < self->nprocs; i++) {
-            pp_proc *p = &self->procs[i];
-            if (p->task) {
-                task_finish(self, p->task, OUT_STOPPED);
-                p->task = NULL;
-            }
-            for (int j = 0; j < p->nqueued; j++)
-                task_finish(self, p->queued[j], OUT_STOPPED);
-            p->nqueued = 0;
-            if (p->state == P_ALIVE || p->state == P_RETIRING || p->state == P_STARTING)
-                proc_kill(self, p);
-        }
-    }
-}
-
-static void *
-io_main(void *arg)
-{
-    ProcCore *self = (ProcCore *)arg;
-    pb_event events[64];
-    sigset_t all;
-    /* Signals belong to the main thread. */
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL);
-
-    pthread_mutex_lock(&self->mutex);
-    if (self->ctl_fd >= 0)
-        pb_loop_watch(self->loop, self->ctl_fd, PB_EV_READ);
-    else
-        self->ctl_eof = 1;
-    for (;;) {
-        handle_cancels(self);
-        if (self->state == S_STOPPING)
-            while (self->pend_head)
-                task_finish(self, self->pend_head, OUT_STOPPED);
-        schedule_work(self);
-        int64_t next = handle_deadlines(self);
-        if (self->done_head || self->started_head)
-            pthread_cond_signal(&self->done_cond);
-        if (self->state != S_RUNNING && self->nprocs == 0 && self->pend_head == NULL)
-            break;
-        if (self->ctl_eof && self->nprocs == 0 && self->state != S_RUNNING)
-            break;
-        int nprocs = self->nprocs;
-        pthread_mutex_unlock(&self->mutex);
-
-        /* Pipe I/O runs without the mutex: schedule() and cancel() never
-         * wait behind a system call. Only this thread changes the procs. */
-        for (int i = 0; i < nprocs; i++)
-            if (self->procs[i].wbusy && !self->procs[i].wwatch)
-                proc_flush(self, &self->procs[i]);
-        int n = pb_loop_wait(self->loop, next, events, 64);
-        int ctl_ready = 0;
-        for (int i = 0; i < n; i++) {
-            int fd = events[i].fd;
-            if (fd == self->ctl_fd) {
-                ctl_ready = 1;
-                continue;
-            }
-            pp_proc *p = proc_by_fd(self, fd);
-            if (p == NULL)
-                continue;
-            if (fd == p->task_fd)
-                proc_flush(self, p);
-            else if (fd == p->result_fd)
-                proc_fill(p);
-        }
-
-        pthread_mutex_lock(&self->mutex);
-        for (int i = 0; i < self->nprocs; i++) {
-            pp_proc *p = &self->procs[i];
-            if (p->rdata_ready)
-                proc_parse(self, p);
-            if (p->wfail)
-                proc_write_failed(self, p);
-        }
-        if (ctl_ready) {
-            ctl_flush(self);
-            ctl_read(self);
-        }
-    }
-    if (!self->ctl_eof) {
-        pb_ctl_msg m = {PB_CTL_EXIT, 0, 0, 0, 0};
-        ctl_post(self, m);
-        /* Leaving: wait for the socket to take the rest. */
-        while (self->ctlq_len > 0) {
-            struct pollfd pfd = {self->ctl_fd, POLLOUT, 0};
-            if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
-                break;
-            if (pfd.revents & (POLLERR | POLLHUP | POLLNVAL))
-                break;
-            ctl_flush(self);
-        }
-    }
-    self->finished = 1;
-    pthread_cond_broadcast(&self->done_cond);
-    pthread_mutex_unlock(&self->mutex);
-    return NULL;
-}
-
-/* ------------------------------------------------------------------ */
-/* Completion (GIL held)                                                */
-/* ------------------------------------------------------------------ */
-
-typedef struct {
-    PyObject *resolve;   /* Python: resolve(future, outcome, timeout, exitcode, pid) */
-    PyObject *invalid_state;  /* concurrent.futures.InvalidStateError */
-    PyTypeObject *block_type;
-} completer_ctx;
-
-static void
-task_free(pp_task *t)
-{
-    for (int i = 0; i < t->noob; i++)
-        PyBuffer_Release(&t->oob[i]);
-    PyMem_RawFree(t->oob);
-    PyMem_RawFree(t->lens);
-    Py_XDECREF(t->future);
-    Py_XDECREF(t->payload);
-    free(t->data);
-    PyMem_RawFree(t);
-}
-
-/* A read-only buffer owning a malloc'd block: results are unpickled from
- * it and out-of-band buffers are slices of it, so nothing is copied and
- * the memory lives as long as any object refers to it. */
-typedef struct {
-    PyObject_HEAD
-    char *data;
-    Py_ssize_t len;
-    Py_ssize_t exports;
-} Block;
-
-static int
-Block_getbuffer(Block *self, Py_buffer *view, int flags)
-{
-    if (PyBuffer_FillInfo(view, (PyObject *)self, self->data, self->len, 0, flags) < 0)
-        return -1;
-    self->exports++;
-    return 0;
-}
-
-static void
-Block_releasebuffer(Block *self, Py_buffer *view)
-{
-    self->exports--;
-}
-
-static void
-Block_dealloc(Block *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    free(self->data);
-    tp->tp_free((PyObject *)self);
-    Py_DECREF(tp);
-}
-
-static PyType_Slot Block_slots[] = {
-    {Py_tp_dealloc, Block_dealloc},
-    {Py_bf_getbuffer, Block_getbuffer},
-    {Py_bf_releasebuffer, Block_releasebuffer},
-    {Py_tp_doc, (void *)"A block of bytes received from a worker."},
-    {0, NULL},
-};
-
-static PyType_Spec Block_spec = {
-    .name = "pebble._pebble.Block",
-    .basicsize = sizeof(Block),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = Block_slots,
-};
-
-/* Wraps t->data in a Block (taking ownership) and returns a memoryview of
- * [off, off + len). New reference, or NULL with an exception set. */
-static PyObject *
-block_view(PyTypeObject *block_type, pp_task *t, PyObject **block, size_t off, size_t len)
-{
-    if (*block == NULL) {
-        Block *b = PyObject_New(Block, block_type);
-        if (b == NULL)
-            return NULL;
-        b->data = t->data;
-        b->len = (Py_ssize_t)t->len;
-        b->exports = 0;
-        t->data = NULL;
-        *block = (PyObject *)b;
-    }
-    PyObject *whole = PyMemoryView_FromObject(*block);
-    if (whole == NULL)
-        return NULL;
-    PyObject *part = PySequence_GetSlice(whole, (Py_ssize_t)off, (Py_ssize_t)(off + len));
-    Py_DECREF(whole);
-    return part;
-}
-
-/* Builds the Python value of a RESULT/ERROR payload. New reference, or
- * NULL with an exception set. */
-static PyObject *
-task_loads(pebble_state *st, PyTypeObject *block_type, pp_task *t)
-{
-    PyObject *block = NULL, *view = NULL, *buffers = NULL, *value = NULL;
-    uint64_t *lens = NULL;
-    if (t->nbufs == 0) {
-        view = block_view(block_type, t, &block, 0, t->len);
-        if (view != NULL)
-            value = PyObject_CallOneArg(st->pickle_loads, view);
-        goto done;
-    }
-    size_t nlen = (size_t)t->nbufs + 1;
-    size_t hdr = nlen * sizeof(uint64_t);
-    if (t->len < hdr)
-        goto corrupt;
-    lens = PyMem_Malloc(hdr);
-    if (lens == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    memcpy(lens, t->data, hdr);
-    size_t off = hdr;
-    for (size_t i = 0; i < nlen; i++) {
-        if (lens[i] > t->len - off)
-            goto corrupt;
-        off += (size_t)lens[i];
-    }
-    buffers = PyList_New(0);
-    if (buffers == NULL)
-        goto done;
-    off = hdr + (size_t)lens[0];
-    for (size_t i = 1; i < nlen; i++) {
-        PyObject *b = block_view(block_type, t, &block, off, (size_t)lens[i]);
-        off += (size_t)lens[i];
-        if (b == NULL || PyList_Append(buffers, b) < 0) {
-            Py_XDECREF(b);
-            goto done;
-        }
-        Py_DECREF(b);
-    }
-    view = block_view(block_type, t, &block, hdr, (size_t)lens[0]);
-    if (view == NULL)
-        goto done;
-    PyObject *args = PyTuple_Pack(1, view);
-    PyObject *kwargs = Py_BuildValue("{sO}", "buffers", buffers);
-    if (args != NULL && kwargs != NULL)
-        value = PyObject_Call(st->pickle_loads, args, kwargs);
-    Py_XDECREF(args);
-    Py_XDECREF(kwargs);
-    goto done;
-corrupt:
-    PyErr_SetString(PyExc_ValueError, "corrupt result frame");
-done:
-    PyMem_Free(lens);
-    Py_XDECREF(view);
-    Py_XDECREF(buffers);
-    Py_XDECREF(block);
-    return value;
-}
-
-/* Resolves t's future. Never fails: errors are reported as unraisable. */
-static void
-task_resolve(pebble_state *st, completer_ctx *cx, pp_task *t)
-{
-    PyObject *r;
-    if (t->outcome == OUT_RESULT || t->outcome == OUT_ERROR) {
-        PyObject *value = task_loads(st, cx->block_type, t);
-        if (value == NULL) {
-            /* The parent could not load it: that error is the outcome. */
-            value = PyErr_GetRaisedException_compat();
-            r = PyObject_CallMethodOneArg(t->future, st->str_set_exception, value);
-        }
-        else if (t->outcome == OUT_RESULT) {
-            r = PyObject_CallMethodOneArg(t->future, st->str_set_result, value);
-        }
-        else {
-            r = PyObject_CallMethodOneArg(t->future, st->str_set_exception, value);
-        }
-        Py_DECREF(value);
-    }
-    else {
-        r = PyObject_CallFunction(cx->resolve, "Oidii", t->future, t->outcome,
-                                  t->timeout_ns >= 0 ? (double)t->timeout_ns / 1e9 : -1.0,
-                                  t->exitcode, (int)t->pid);
-    }
-    if (r == NULL) {
-        if (PyErr_ExceptionMatches(cx->invalid_state))
-            PyErr_Clear();   /* cancelled meanwhile */
-        else
-            PyErr_WriteUnraisable(t->future);
-    }
-    Py_XDECREF(r);
-}
-
-/* ------------------------------------------------------------------ */
-/* Python type                                                          */
-/* ------------------------------------------------------------------ */
 
 static PyObject *
 ProcCore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"max_workers", "max_tasks", "spare", "initializer", NULL};
-    int max_workers, spare = -1, has_initializer = 0;
-    unsigned long long max_tasks = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|Kip:ProcCore", kwlist, &max_workers,
-                                     &max_tasks, &spare, &has_initializer))
+    static char *kwlist[] = {
+        "max_workers", "max_tasks", "spare", "initializer", "start_failures", NULL};
+    int max_workers, spare, has_initializer, start_failures;
+    unsigned long long max_tasks;
+    if (!PyArg_ParseTupleAndKeywords(args,
+                                     kwargs,
+                                     "iKipi:ProcCore",
+                                     kwlist,
+                                     &max_workers,
+                                     &max_tasks,
+                                     &spare,
+                                     &has_initializer,
+                                     &start_failures))
         return NULL;
-    if (max_workers < 1) {
-        PyErr_SetString(PyExc_ValueError, "max_workers must be >= 1");
-        return NULL;
-    }
     ProcCore *self = (ProcCore *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
@@ -1440,8 +52,10 @@ ProcCore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->max_tasks = max_tasks;
     self->spare = spare;
     self->has_initializer = has_initializer;
+    self->max_start_failures = start_failures;
     self->next_id = 1;
-    if (pthread_mutex_init(&self->mutex, NULL) != 0 || pthread_cond_init(&self->done_cond, NULL) != 0) {
+    if (pthread_mutex_init(&self->mutex, NULL) != 0
+        || pthread_cond_init(&self->done_cond, NULL) != 0) {
         Py_DECREF(self);
         return PyErr_NoMemory();
     }
@@ -1454,14 +68,18 @@ ProcCore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     return (PyObject *)self;
 }
 
+/* The engine was inherited through fork: its threads and workers belong
+ * to an ancestor process, and its mutex may be held forever. */
+#define PP_FOREIGN(self) ((self)->fork_gen != pb_fork_generation)
+
 static int
 ProcCore_traverse(ProcCore *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
-    /* Queued futures may refer back to the engine (their cancel hook). */
-    int rc = 0;
-    /* In a forked child whose parent's threads held the mutex, nothing is
+    /* Queued futures may refer back to the engine (their cancel hook). In
+     * a forked child whose parent's threads held the mutex, nothing is
      * visited: references not reported only keep their objects alive. */
+    int rc = 0;
     if (!pb_engine_lock(&self->mutex, self->fork_gen))
         return 0;
     for (pp_task *t = self->pend_head; t && !rc; t = t->next)
@@ -1511,8 +129,7 @@ ProcCore_dealloc(ProcCore *self)
      * forked child, an engine whose mutex a parent's thread held at the
      * fork may be torn: it is leaked rather than walked. */
     int ours = !PP_FOREIGN(self);
-    int intact = ours || pthread_mutex_trylock(&self->mutex) == 0;
-    if (!intact) {
+    if (!ours && pthread_mutex_trylock(&self->mutex) != 0) {
         tp->tp_free((PyObject *)self);
         Py_DECREF(tp);
         return;
@@ -1524,7 +141,7 @@ ProcCore_dealloc(ProcCore *self)
         if (ours)
             proc_close_channels(self, &self->procs[i]);
         free(self->procs[i].stage);
-        free(self->procs[i].rdata);
+        free(self->procs[i].rd.data);
     }
     free(self->procs);
     free(self->table);
@@ -1546,7 +163,7 @@ PyDoc_STRVAR(ProcCore_submit_doc,
 "submit($self, future, payload, timeout, buffers=None, /)\n--\n\n"
 "Queue a pickled task for future; timeout is None or seconds; buffers are\n"
 "the pickle's out-of-band buffers, written to the worker as they are.\n"
-"Return the task id. Raise RuntimeError when the pool no longer accepts work.");
+"Return the task id, or None when the pool no longer accepts work.");
 
 /* Exports the out-of-band buffers of t's pickle and lays out its frame.
  * 0 or -1 with an exception set (BufferError for non-contiguous ones). */
@@ -1597,10 +214,6 @@ ProcCore_submit(ProcCore *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (pebble_timeout_ns(args[2], &timeout_ns) < 0)
         return NULL;
-    if (PP_FOREIGN(self)) {
-        PyErr_SetString(PyExc_RuntimeError, "The Pool belongs to the parent process");
-        return NULL;
-    }
     pp_task *t = PyMem_RawCalloc(1, sizeof(*t));
     if (t == NULL)
         return PyErr_NoMemory();
@@ -1614,14 +227,15 @@ ProcCore_submit(ProcCore *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
 
+    if (PP_FOREIGN(self)) {
+        task_free(t);
+        Py_RETURN_NONE; /* the parent's pool: refused here */
+    }
     pthread_mutex_lock(&self->mutex);
     if (self->state != S_RUNNING) {
-        int st = self->state;
         pthread_mutex_unlock(&self->mutex);
         task_free(t);
-        PyErr_SetString(PyExc_RuntimeError,
-                        st == S_ERROR ? "Unexpected error within the Pool" : "The Pool is not active");
-        return NULL;
+        Py_RETURN_NONE; /* refused: the caller says why */
     }
     t->id = self->next_id++;
     if (tt_insert(self, t) < 0) {
@@ -1629,13 +243,7 @@ ProcCore_submit(ProcCore *self, PyObject *const *args, Py_ssize_t nargs)
         task_free(t);
         return PyErr_NoMemory();
     }
-    t->prev = self->pend_tail;
-    if (self->pend_tail)
-        self->pend_tail->next = t;
-    else
-        self->pend_head = t;
-    self->pend_tail = t;
-    int wake = self->npending++ == 0;
+    int wake = pend_push_back(self, t);
     uint64_t id = t->id;
     pthread_mutex_unlock(&self->mutex);
     if (wake)
@@ -1762,54 +370,7 @@ ProcCore_run(ProcCore *self, PyObject *const *args, Py_ssize_t nargs)
         goto error;
     }
 
-    for (;;) {
-        pp_task *done, *started;
-        int finished;
-        Py_BEGIN_ALLOW_THREADS
-        pthread_mutex_lock(&self->mutex);
-        while (self->done_head == NULL && self->started_head == NULL && !self->finished)
-            pthread_cond_wait(&self->done_cond, &self->mutex);
-        done = self->done_head;
-        started = NULL;
-        /* A task that started and ended within one batch needs no mark. */
-        pp_task **tail = &started, *t = self->started_head;
-        while (t != NULL) {
-            pp_task *next = t->snext;
-            if (t->state != T_DONE) {
-                *tail = t;
-                tail = &t->snext;
-            }
-            t = next;
-        }
-        *tail = NULL;
-        self->done_head = self->done_tail = NULL;
-        self->started_head = self->started_tail = NULL;
-        finished = self->finished;
-        pthread_mutex_unlock(&self->mutex);
-        Py_END_ALLOW_THREADS
-
-        /* Mark running first: a task may start and end in one batch. */
-        for (pp_task *t = started; t != NULL; t = t->snext) {
-            PyObject *r = PyObject_CallMethod(t->future, "_pebble_start", NULL);
-            if (r == NULL)
-                PyErr_WriteUnraisable(t->future);
-            Py_XDECREF(r);
-        }
-        while (done != NULL) {
-            pp_task *next = done->next;
-            if (done->outcome != OUT_CANCELLED)
-                task_resolve(st, &cx, done);
-            task_free(done);
-            done = next;
-        }
-        if (finished) {
-            pthread_mutex_lock(&self->mutex);
-            int more = self->done_head != NULL || self->started_head != NULL;
-            pthread_mutex_unlock(&self->mutex);
-            if (!more)
-                break;
-        }
-    }
+    pp_complete(self, st, &cx);
     Py_BEGIN_ALLOW_THREADS
     pthread_join(self->io_thread, NULL);
     Py_END_ALLOW_THREADS
@@ -1834,7 +395,7 @@ ProcCore_get_pids(ProcCore *self, void *Py_UNUSED(closure))
     pid_t pids[n > 0 ? n : 1];
     int k = 0;
     for (int i = 0; i < n; i++)
-        if (self->procs[i].state == P_ALIVE)
+        if (self->procs[i].state == PROC_ALIVE)
             pids[k++] = self->procs[i].pid;
     pthread_mutex_unlock(&self->mutex);
     for (int i = 0; i < k; i++) {
@@ -1856,10 +417,12 @@ ProcCore_get_error(ProcCore *self, void *Py_UNUSED(closure))
     if (PP_FOREIGN(self))
         Py_RETURN_NONE;
     pthread_mutex_lock(&self->mutex);
-    if (self->error_what == NULL)
+    if (self->error_what == FAIL_NONE)
         r = Py_NewRef(Py_None);
     else
-        r = Py_BuildValue("(siy#)", self->error_what, self->error_errno,
+        r = Py_BuildValue("(iiy#)",
+                          self->error_what,
+                          self->error_errno,
                           self->error_data ? self->error_data : "",
                           (Py_ssize_t)(self->error_data ? self->error_len : 0));
     pthread_mutex_unlock(&self->mutex);
@@ -1900,18 +463,23 @@ static PyMethodDef ProcCore_methods[] = {
 static PyGetSetDef ProcCore_getset[] = {
     {"pids", (getter)ProcCore_get_pids, NULL, "Process ids of the live workers.", NULL},
     {"pending", (getter)ProcCore_get_pending, NULL, "Number of tasks not yet dispatched.", NULL},
-    {"error", (getter)ProcCore_get_error, NULL,
-     "None, or (what, code, payload) once the pool broke.", NULL},
+    {"error",
+     (getter)ProcCore_get_error,
+     NULL,
+     "None, or (FAIL_* what, code, payload) once the pool broke.",
+     NULL},
     {"finished", (getter)ProcCore_get_finished, NULL, "True once the I/O thread has left.", NULL},
     {NULL},
 };
 
 PyDoc_STRVAR(ProcCore_doc,
-"ProcCore(max_workers, max_tasks=0, spare=-1, initializer=False)\n--\n\n"
-"Task queue, I/O thread and completion loop of a process pool. With\n"
-"spare >= 0 the pool is elastic: it keeps one worker per task in flight\n"
-"plus spare idle ones, up to max_workers. initializer tells whether\n"
-"workers run one: a worker dying before it is ready then breaks the pool.");
+"ProcCore(max_workers, max_tasks, spare, initializer, start_failures)\n--\n\n"
+"Task queue, I/O thread and completion loop of a process pool. max_tasks\n"
+"is 0 for no limit. With spare >= 0 the pool is elastic: it keeps one\n"
+"worker per task in flight plus spare idle ones, up to max_workers.\n"
+"initializer tells whether workers run one: a worker dying before it is\n"
+"ready then breaks the pool; otherwise start_failures workers in a row\n"
+"that cannot start or die before ready do.");
 
 static PyType_Slot ProcCore_slots[] = {
     {Py_tp_new, ProcCore_new},
@@ -1939,10 +507,11 @@ pebble_proccore_init(PyObject *module, pebble_state *st)
         return -1;
     if (PyModule_AddType(module, st->ProcCore_Type) < 0)
         return -1;
-    st->Block_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Block_spec, NULL);
-    if (st->Block_Type == NULL)
-        return -1;
-#define ADD(name, value) if (PyModule_AddIntConstant(module, name, value) < 0) return -1
+#define ADD(name, value)                                      \
+    do {                                                      \
+        if (PyModule_AddIntConstant(module, name, value) < 0) \
+            return -1;                                        \
+    } while (0)
     ADD("OUT_RESULT", OUT_RESULT);
     ADD("OUT_ERROR", OUT_ERROR);
     ADD("OUT_TIMEOUT", OUT_TIMEOUT);
@@ -1950,6 +519,10 @@ pebble_proccore_init(PyObject *module, pebble_state *st)
     ADD("OUT_CANCELLED", OUT_CANCELLED);
     ADD("OUT_STOPPED", OUT_STOPPED);
     ADD("OUT_BROKEN", OUT_BROKEN);
+    ADD("FAIL_INITIALIZER", FAIL_INITIALIZER);
+    ADD("FAIL_STARTUP", FAIL_STARTUP);
+    ADD("FAIL_SPAWN", FAIL_SPAWN);
+    ADD("FAIL_LAUNCHER", FAIL_LAUNCHER);
 #undef ADD
-    return pebble_worker_init(module);
+    return 0;
 }

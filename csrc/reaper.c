@@ -16,11 +16,11 @@
 
 typedef struct {
     pid_t pid;
-    int pidfd;        /* -1 where pidfds are unavailable or refused */
+    int pidfd; /* -1 where pidfds are unavailable or refused */
 } pb_child;
 
 struct pb_reaper {
-    int sigpipe[2];   /* written by the SIGCHLD handler */
+    int sigpipe[2]; /* written by the SIGCHLD handler */
     pb_child *children;
     int count, cap;
 };
@@ -117,7 +117,7 @@ pb_reaper_next(pb_reaper *r, int *status)
             continue;
         }
         if (pid < 0)
-            *status = 0;  /* reaped elsewhere: the status is lost */
+            *status = 0; /* reaped elsewhere: the status is lost */
         pid = r->children[i].pid;
         if (r->children[i].pidfd >= 0)
             close(r->children[i].pidfd);

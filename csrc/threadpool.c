@@ -14,25 +14,25 @@
 
 /* One queued call. The references are owned by the queue. */
 typedef struct {
-    PyObject *future;   /* concurrent.futures.Future */
-    PyObject *fn;       /* the callable */
-    PyObject *args;     /* tuple */
-    PyObject *kwargs;   /* dict or NULL */
+    PyObject *future; /* concurrent.futures.Future */
+    PyObject *fn;     /* the callable */
+    PyObject *args;   /* tuple */
+    PyObject *kwargs; /* dict or NULL */
 } tc_task;
 
 typedef struct {
     PyObject_HEAD
     pthread_mutex_t mutex;
-    pthread_cond_t cond;     /* signalled on put(), close(), stop() */
-    tc_task *ring;           /* circular buffer of queued tasks */
-    Py_ssize_t cap;          /* slots in ring (a power of two) */
-    Py_ssize_t head;         /* index of the oldest task */
-    Py_ssize_t len;          /* tasks queued */
-    Py_ssize_t nwaiting;     /* workers asleep on cond */
-    Py_ssize_t max_idle;     /* workers idle beyond this many leave (-1: none leave) */
-    int closed;              /* no more put(); workers leave once the queue drains */
-    int stopped;             /* workers leave after their current task */
-    unsigned long fork_gen;  /* pb_fork_generation when made */
+    pthread_cond_t cond;    /* signalled on put(), close(), stop() */
+    tc_task *ring;          /* circular buffer of queued tasks */
+    Py_ssize_t cap;         /* slots in ring (a power of two) */
+    Py_ssize_t head;        /* index of the oldest task */
+    Py_ssize_t len;         /* tasks queued */
+    Py_ssize_t nwaiting;    /* workers asleep on cond */
+    Py_ssize_t max_idle;    /* workers idle beyond this many leave (-1: none leave) */
+    int closed;             /* no more put(); workers leave once the queue drains */
+    int stopped;            /* workers leave after their current task */
+    unsigned long fork_gen; /* pb_fork_generation when made */
 } ThreadCore;
 
 /* Returns 0, or -1 with MemoryError set. Called with the mutex held. */
@@ -91,8 +91,9 @@ tc_lock(ThreadCore *self)
 {
     if (tc_try_lock(self))
         return 0;
-    PyErr_SetString(PyExc_RuntimeError,
-                    "this thread pool was busy when the process forked and cannot be used in the child");
+    PyErr_SetString(
+        PyExc_RuntimeError,
+        "this thread pool was busy when the process forked and cannot be used in the child");
     return -1;
 }
 
@@ -213,8 +214,7 @@ ThreadCore_put(ThreadCore *self, PyObject *const *args, Py_ssize_t nargs)
     t->future = Py_NewRef(args[0]);
     t->fn = Py_NewRef(args[1]);
     t->args = Py_NewRef(args[2]);
-    t->kwargs = (args[3] == Py_None || PyDict_GET_SIZE(args[3]) == 0)
-                ? NULL : Py_NewRef(args[3]);
+    t->kwargs = (args[3] == Py_None || PyDict_GET_SIZE(args[3]) == 0) ? NULL : Py_NewRef(args[3]);
     self->len++;
     covered = self->len <= self->nwaiting;
     if (self->nwaiting > 0)

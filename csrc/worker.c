@@ -1,85 +1,15 @@
-/* worker.c - the two loops that run outside the pool's process.
+/* worker.c - the loop of a worker process, worker_run().
  *
- * launcher_run(): the launcher process starts workers on request (fork, or
- * posix_spawn of a fresh interpreter), hands the pool their channel ends
- * over SCM_RIGHTS, reaps them and reports how they exited. It kills them
- * all when the pool's control socket closes.
- *
- * worker_run(): a worker reads frames from its task pipe, lets Python
- * execute them and writes the result frames back, GIL released around
- * every blocking read and write.
+ * A worker reads frames from its task pipe, lets Python execute them and
+ * writes the result frames back, GIL released around every blocking read
+ * and write. Its process is started by the launcher (launcher.c).
  */
-#include "pebble.h"
+#include "frame.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
-
-extern char **environ;
-
-#define MAX_VIEWS 256
-
-/* Writes one frame: a header, a length table when there are out-of-band
- * buffers, the in-band pickle (ninband consecutive buffers) and the
- * out-of-band buffers. 0 or -1 with errno set. No Python calls. */
-static int
-write_frame(int fd, uint64_t id, uint32_t kind, Py_buffer *bufs, int ninband, int noob,
-            const uint64_t *skipped, int nskipped)
-{
-    pb_frame_hdr h, skips[16];
-    struct iovec iov[3 + MAX_VIEWS];
-    uint64_t lens[MAX_VIEWS + 1];
-    int n = 0;
-    if (ninband + noob > MAX_VIEWS || nskipped > 16) {
-        errno = E2BIG;
-        return -1;
-    }
-    if (nskipped > 0) {
-        /* SKIPPED reports go first, in the same write. */
-        memset(skips, 0, sizeof(skips));
-        for (int i = 0; i < nskipped; i++) {
-            skips[i].id = skipped[i];
-            skips[i].kind = PB_FRAME_SKIPPED;
-        }
-        iov[n].iov_base = skips;
-        iov[n++].iov_len = (size_t)nskipped * sizeof(pb_frame_hdr);
-    }
-    memset(&h, 0, sizeof(h));
-    h.id = id;
-    h.kind = kind;
-    h.nbufs = (uint32_t)noob;
-    uint64_t inband = 0;
-    for (int i = 0; i < ninband; i++)
-        inband += (uint64_t)bufs[i].len;
-    h.len = inband;
-    if (noob > 0) {
-        lens[0] = inband;
-        for (int i = 0; i < noob; i++) {
-            lens[i + 1] = (uint64_t)bufs[ninband + i].len;
-            h.len += lens[i + 1];
-        }
-        h.len += (uint64_t)(noob + 1) * sizeof(uint64_t);
-    }
-    iov[n].iov_base = &h;
-    iov[n++].iov_len = sizeof(h);
-    if (noob > 0) {
-        iov[n].iov_base = lens;
-        iov[n++].iov_len = (size_t)(noob + 1) * sizeof(uint64_t);
-    }
-    for (int i = 0; i < ninband + noob; i++) {
-        if (bufs[i].len == 0)
-            continue;
-        iov[n].iov_base = bufs[i].buf;
-        iov[n++].iov_len = (size_t)bufs[i].len;
-    }
-    return pb_writev_all(fd, iov, n);
-}
 
 /* Exports every item of seq (None: nothing) into views. Returns the count
  * or -1 with an exception set; views already taken stay in *views. */
@@ -125,17 +55,17 @@ static int
 send_python_frame(int fd, uint64_t id, uint32_t kind, PyObject *data, PyObject *buffers,
                   const uint64_t *skipped, int nskipped)
 {
-    Py_buffer views[MAX_VIEWS];
+    Py_buffer views[PB_FRAME_MAX_VIEWS];
     int taken = 0, rc = -1;
-    int ninband = export_views(data, views, MAX_VIEWS, &taken);
+    int ninband = export_views(data, views, PB_FRAME_MAX_VIEWS, &taken);
     if (ninband < 0)
         goto done;
-    int noob = export_views(buffers, views + ninband, MAX_VIEWS - ninband, &taken);
+    int noob = export_views(buffers, views + ninband, PB_FRAME_MAX_VIEWS - ninband, &taken);
     if (noob < 0)
         goto done;
     int r, err = 0;
     Py_BEGIN_ALLOW_THREADS
-    r = write_frame(fd, id, kind, views, ninband, noob, skipped, nskipped);
+    r = pb_frame_write(fd, id, kind, views, ninband, noob, skipped, nskipped);
     if (r < 0)
         err = errno;
     Py_END_ALLOW_THREADS
@@ -158,19 +88,17 @@ done:
 
 typedef struct {
     pb_frame_hdr h;
-    PyObject *payload;        /* bytes */
+    PyObject *payload; /* bytes */
 } wframe;
 
 typedef struct {
     int fd;
     int eof;
     char *stage;
-    size_t soff, slen;        /* staged bytes are stage[soff:slen] */
-    int have_hdr;             /* h/payload/got describe a frame being read */
-    pb_frame_hdr h;
-    PyObject *payload;
-    size_t got;
-    wframe *q;                /* complete frames, oldest first */
+    size_t soff, slen;  /* staged bytes are stage[soff:slen] */
+    pb_frame_reader rd; /* the frame being read, into payload */
+    PyObject *payload;  /* owns rd.data while a frame is read */
+    wframe *q;          /* complete frames, oldest first */
     int qhead, qlen, qcap;
 } wreader;
 
@@ -194,7 +122,19 @@ wr_data(PyObject *payload)
     return PyBytes_Check(payload) ? PyBytes_AS_STRING(payload) : PyByteArray_AS_STRING(payload);
 }
 
-/* Appends the frame being read. 0 or -1 with an exception set. */
+/* Storage for a task frame's payload (pb_frame_alloc_fn). A frame with
+ * out-of-band buffers lands in a bytearray, so the objects rebuilt over
+ * them are writable, as the originals were. NULL with an exception set. */
+static char *
+wr_alloc(void *ctx, const pb_frame_hdr *h)
+{
+    wreader *r = ctx;
+    r->payload = h->nbufs ? PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)h->len)
+                          : PyBytes_FromStringAndSize(NULL, (Py_ssize_t)h->len);
+    return r->payload != NULL ? wr_data(r->payload) : NULL;
+}
+
+/* Appends the frame just read. 0 or -1 with an exception set. */
 static int
 wr_push(wreader *r)
 {
@@ -213,10 +153,9 @@ wr_push(wreader *r)
         r->qhead = 0;
     }
     wframe *f = &r->q[(r->qhead + r->qlen) % r->qcap];
-    f->h = r->h;
+    f->h = r->rd.hdr;
     f->payload = r->payload;
     r->payload = NULL;
-    r->have_hdr = 0;
     r->qlen++;
     return 0;
 }
@@ -226,36 +165,18 @@ static int
 wr_parse(wreader *r)
 {
     for (;;) {
-        size_t avail = r->slen - r->soff;
-        if (!r->have_hdr) {
-            if (avail < sizeof(pb_frame_hdr))
-                break;
-            memcpy(&r->h, r->stage + r->soff, sizeof(pb_frame_hdr));
-            r->soff += sizeof(pb_frame_hdr);
-            avail -= sizeof(pb_frame_hdr);
-            if (r->h.len > (uint64_t)PY_SSIZE_T_MAX) {
-                PyErr_SetString(PyExc_ValueError, "frame too large");
-                return -1;
-            }
-            /* A frame with out-of-band buffers lands in a bytearray, so the
-             * objects rebuilt over them are writable, as the originals were. */
-            r->payload = r->h.nbufs
-                ? PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)r->h.len)
-                : PyBytes_FromStringAndSize(NULL, (Py_ssize_t)r->h.len);
-            if (r->payload == NULL)
-                return -1;
-            r->have_hdr = 1;
-            r->got = 0;
-        }
-        size_t take = (size_t)r->h.len - r->got;
-        if (take > avail)
-            take = avail;
-        memcpy(wr_data(r->payload) + r->got, r->stage + r->soff, take);
-        r->got += take;
-        r->soff += take;
-        if (r->got < r->h.len)
+        char *payload;
+        int rc = pb_frame_parse(&r->rd, r->stage, r->slen, &r->soff, wr_alloc, r, &payload);
+        if (rc == PB_PARSE_MORE)
             break;
-        if (wr_push(r) < 0)
+        if (rc == PB_PARSE_BAD) {
+            PyErr_Format(PyExc_ValueError,
+                         "corrupt frame header (length %llu, %u buffers)",
+                         (unsigned long long)r->rd.hdr.len,
+                         (unsigned int)r->rd.hdr.nbufs);
+            return -1;
+        }
+        if (rc == PB_PARSE_NOMEM || wr_push(r) < 0)
             return -1;
     }
     if (r->soff == r->slen)
@@ -277,11 +198,12 @@ wr_fill(wreader *r, int block)
         int wait = block && r->qlen == 0;
         char *dst;
         size_t room;
-        int direct = r->have_hdr && r->soff == r->slen && r->h.len - r->got >= WSTAGE;
+        pb_frame_reader *rd = &r->rd;
+        int direct = rd->have_hdr && r->soff == r->slen && rd->hdr.len - rd->got >= WSTAGE;
         if (direct) {
             /* A large payload goes straight into its bytes object. */
-            dst = wr_data(r->payload) + r->got;
-            room = (size_t)r->h.len - r->got;
+            dst = rd->data + rd->got;
+            room = (size_t)rd->hdr.len - rd->got;
         }
         else {
             if (r->soff > 0) {
@@ -311,14 +233,11 @@ wr_fill(wreader *r, int block)
         }
         Py_END_ALLOW_THREADS
         if (n > 0) {
-            if (direct) {
-                r->got += (size_t)n;
-                if (r->got == r->h.len && wr_push(r) < 0)
-                    return -1;
-            }
-            else {
+            /* A payload read in full is completed by wr_parse(). */
+            if (direct)
+                rd->got += (size_t)n;
+            else
                 r->slen += (size_t)n;
-            }
             continue;
         }
         if (n == 0) {
@@ -331,6 +250,51 @@ wr_fill(wreader *r, int block)
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
+}
+
+/* Cuts a task payload (a bytearray) with nbufs out-of-band buffers into
+ * writable memoryviews: *data over its pickle, *buffers a list over each
+ * buffer. 0, or -1 with an exception set. */
+static int
+wr_split(PyObject *payload, uint32_t nbufs, PyObject **data, PyObject **buffers)
+{
+    size_t n = (size_t)nbufs + 1;
+    PyObject *whole = NULL;
+    int rc = -1;
+    *data = *buffers = NULL;
+    pb_span *spans = PyMem_Malloc(n * sizeof(pb_span));
+    if (spans == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (pb_frame_split(wr_data(payload), (size_t)Py_SIZE(payload), nbufs, spans) < 0) {
+        PyErr_SetString(PyExc_ValueError, "corrupt task frame");
+        goto done;
+    }
+    whole = PyMemoryView_FromObject(payload);
+    if (whole == NULL)
+        goto done;
+    *data = PySequence_GetSlice(
+        whole, (Py_ssize_t)spans[0].off, (Py_ssize_t)(spans[0].off + spans[0].len));
+    *buffers = PyList_New((Py_ssize_t)nbufs);
+    if (*data == NULL || *buffers == NULL)
+        goto done;
+    for (size_t i = 1; i < n; i++) {
+        PyObject *b = PySequence_GetSlice(
+            whole, (Py_ssize_t)spans[i].off, (Py_ssize_t)(spans[i].off + spans[i].len));
+        if (b == NULL)
+            goto done;
+        PyList_SET_ITEM(*buffers, (Py_ssize_t)(i - 1), b);
+    }
+    rc = 0;
+done:
+    if (rc < 0) {
+        Py_CLEAR(*data);
+        Py_CLEAR(*buffers);
+    }
+    Py_XDECREF(whole);
+    PyMem_Free(spans);
+    return rc;
 }
 
 /* Drops the queued tasks named by queued CANCEL frames; stores their ids
@@ -362,8 +326,8 @@ PyDoc_STRVAR(pebble_worker_run_doc,
 "Serve the worker's channel until a STOP frame or EOF (return None) or a\n"
 "failed initializer (return False). setup(kind, payload) handles PREPARE\n"
 "and INIT frames and returns None or the pickled error of the initializer;\n"
-"execute(payload[, nbufs]) returns (kind, data, buffers) for a task; nbufs\n"
-"is the number of out-of-band pickle buffers laid out in payload.");
+"execute(pickle[, buffers]) returns (kind, data, buffers) for a task; the\n"
+"task's out-of-band pickle buffers come as a list of memoryviews.");
 
 static PyObject *
 pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -393,7 +357,7 @@ pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (r.qlen == 0) {
             if (wr_fill(&r, 1) < 0)
                 goto done;
-            if (r.qlen == 0) {   /* EOF: the pool is gone */
+            if (r.qlen == 0) { /* EOF: the pool is gone */
                 result = Py_NewRef(Py_None);
                 goto done;
             }
@@ -403,7 +367,7 @@ pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         r.qlen--;
         uint32_t kind = f.h.kind;
         if (kind == 0 || kind == PB_FRAME_CANCEL) {
-            Py_DECREF(f.payload);   /* dropped, or about a task already run */
+            Py_DECREF(f.payload); /* dropped, or about a task already run */
             continue;
         }
         if (kind == PB_FRAME_STOP) {
@@ -432,7 +396,7 @@ pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 memset(&none, 0, sizeof(none));
                 none.buf = "";
                 Py_BEGIN_ALLOW_THREADS
-                rc = write_frame(result_fd, 0, PB_FRAME_READY, &none, 1, 0, NULL, 0);
+                rc = pb_frame_write(result_fd, 0, PB_FRAME_READY, &none, 1, 0, NULL, 0);
                 if (rc < 0)
                     err = errno;
                 Py_END_ALLOW_THREADS
@@ -449,9 +413,17 @@ pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             PyErr_Format(PyExc_ValueError, "unexpected frame kind %u", kind);
             goto done;
         }
-        PyObject *res = f.h.nbufs
-            ? PyObject_CallFunction(execute, "OI", f.payload, (unsigned int)f.h.nbufs)
-            : PyObject_CallOneArg(execute, f.payload);
+        PyObject *res = NULL;
+        if (f.h.nbufs) {
+            PyObject *data, *buffers;
+            if (wr_split(f.payload, f.h.nbufs, &data, &buffers) == 0)
+                res = PyObject_CallFunctionObjArgs(execute, data, buffers, NULL);
+            Py_XDECREF(data);
+            Py_XDECREF(buffers);
+        }
+        else {
+            res = PyObject_CallOneArg(execute, f.payload);
+        }
         Py_DECREF(f.payload);
         if (res == NULL)
             goto done;
@@ -474,8 +446,13 @@ pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto done;
         }
         nskipped = wr_take_cancels(&r, skipped, 16);
-        int rc = send_python_frame(result_fd, f.h.id, (uint32_t)rkind, PyTuple_GET_ITEM(res, 1),
-                                   PyTuple_GET_ITEM(res, 2), skipped, nskipped);
+        int rc = send_python_frame(result_fd,
+                                   f.h.id,
+                                   (uint32_t)rkind,
+                                   PyTuple_GET_ITEM(res, 1),
+                                   PyTuple_GET_ITEM(res, 2),
+                                   skipped,
+                                   nskipped);
         Py_DECREF(res);
         if (rc < 0)
             goto done;
@@ -485,301 +462,11 @@ done:
     return result;
 }
 
-/* ------------------------------------------------------------------ */
-/* Launcher                                                             */
-/* ------------------------------------------------------------------ */
-
-typedef struct {
-    int ctl_fd;
-    pb_reaper *reaper;
-    char **argv;          /* spawn mode: the worker's command line */
-    Py_buffer *frames;    /* setup frames written into each new task pipe */
-    uint32_t *kinds;
-    int nframes;
-} launcher;
-
-static void
-launcher_free_argv(char **argv)
-{
-    if (argv == NULL)
-        return;
-    for (char **a = argv; *a; a++)
-        free(*a);
-    free(argv);
-}
-
-/* Moves fd to a descriptor >= 10 so it cannot collide with 3 and 4. */
-static int
-fd_high(int fd)
-{
-    return fcntl(fd, F_DUPFD_CLOEXEC, 10);
-}
-
-/* Starts a worker in spawn mode. Returns its pid or -1 with errno set. */
-static pid_t
-spawn_worker(launcher *L, int task_r, int result_w)
-{
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    pid_t pid = -1;
-    int hr = fd_high(task_r), hw = fd_high(result_w), rc;
-    if (hr < 0 || hw < 0) {
-        rc = errno;
-        goto done_fds;
-    }
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, hr, 3);
-    posix_spawn_file_actions_adddup2(&fa, hw, 4);
-    posix_spawnattr_init(&attr);
-    sigset_t none;
-    sigemptyset(&none);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
-    rc = posix_spawn(&pid, L->argv[0], &fa, &attr, L->argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
-done_fds:
-    if (hr >= 0)
-        close(hr);
-    if (hw >= 0)
-        close(hw);
-    if (rc != 0) {
-        errno = rc;
-        return -1;
-    }
-    return pid;
-}
-
-/* Handles a SPAWN request. In a forked worker *child_fds receives its
- * channel and 1 is returned; otherwise 0, or -1 with a Python error. */
-static int
-launcher_spawn(launcher *L, pb_ctl_msg *req, int child_fds[2])
-{
-    int tp[2] = {-1, -1}, rp[2] = {-1, -1};
-    pb_ctl_msg reply = {PB_CTL_SPAWN_FAILED, req->slot, 0, 0, req->gen};
-    pid_t pid;
-    if (pb_pipe(tp) < 0 || pb_pipe(rp) < 0) {
-        reply.arg = errno;
-        goto fail;
-    }
-    if (L->argv == NULL) {
-        pid_t me = getpid();
-        PyOS_BeforeFork();
-        pid = fork();
-        if (pid == 0) {
-            PyOS_AfterFork_Child();
-            pb_set_parent_death_signal(me);
-            close(L->ctl_fd);
-            pb_reaper_free(L->reaper);
-            L->reaper = NULL;
-            close(tp[1]);
-            close(rp[0]);
-            child_fds[0] = tp[0];
-            child_fds[1] = rp[1];
-            return 1;
-        }
-        int err = errno;
-        PyOS_AfterFork_Parent();
-        errno = err;
-    }
-    else {
-        pid = spawn_worker(L, tp[0], rp[1]);
-    }
-    if (pid < 0) {
-        reply.arg = errno;
-        goto fail;
-    }
-    close(tp[0]);
-    close(rp[1]);
-    tp[0] = rp[1] = -1;
-    pb_reaper_add(L->reaper, pid);
-    /* The worker reads its setup frames before the first task. */
-    for (int i = 0; i < L->nframes; i++) {
-        int r;
-        Py_BEGIN_ALLOW_THREADS
-        r = write_frame(tp[1], 0, L->kinds[i], &L->frames[i], 1, 0, NULL, 0);
-        Py_END_ALLOW_THREADS
-        if (r < 0)
-            break;  /* it died already: EXITED will tell */
-    }
-    reply.op = PB_CTL_SPAWNED;
-    reply.pid = pid;
-    int fds[2] = {tp[1], rp[0]};
-    pb_ctl_send(L->ctl_fd, &reply, fds, 2);
-    close(tp[1]);
-    close(rp[0]);
-    return 0;
-fail:
-    for (int i = 0; i < 2; i++) {
-        if (tp[i] >= 0)
-            close(tp[i]);
-        if (rp[i] >= 0)
-            close(rp[i]);
-    }
-    pb_ctl_send(L->ctl_fd, &reply, NULL, 0);
-    return 0;
-}
-
-static void
-launcher_report_exits(launcher *L)
-{
-    int status;
-    pid_t pid;
-    while ((pid = pb_reaper_next(L->reaper, &status)) > 0) {
-        pb_ctl_msg m = {PB_CTL_EXITED, 0, pid, status, 0};
-        pb_ctl_send(L->ctl_fd, &m, NULL, 0);
-    }
-}
-
-PyDoc_STRVAR(pebble_launcher_run_doc,
-"launcher_run(ctl_fd, argv, frames, /)\n--\n\n"
-"Serve the pool's control socket. argv is None to fork workers from this\n"
-"process, or the command line of a fresh worker interpreter; frames is a\n"
-"list of (kind, bytes) written to each new worker first. Return None when\n"
-"the pool goes away, or (task_fd, result_fd) inside a forked worker.");
-
-static PyObject *
-pebble_launcher_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    launcher L;
-    PyObject *result = NULL, *frames = NULL;
-    memset(&L, 0, sizeof(L));
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "launcher_run() takes exactly 3 arguments");
-        return NULL;
-    }
-    L.ctl_fd = PyLong_AsInt_compat(args[0]);
-    if (L.ctl_fd == -1 && PyErr_Occurred())
-        return NULL;
-    if (args[1] != Py_None) {
-        PyObject *seq = PySequence_Fast(args[1], "argv must be a sequence of str");
-        if (seq == NULL)
-            return NULL;
-        Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-        L.argv = calloc((size_t)n + 1, sizeof(char *));
-        for (Py_ssize_t i = 0; L.argv && i < n; i++) {
-            const char *s = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(seq, i));
-            if (s == NULL || (L.argv[i] = strdup(s)) == NULL) {
-                Py_DECREF(seq);
-                if (!PyErr_Occurred())
-                    PyErr_NoMemory();
-                goto done;
-            }
-        }
-        Py_DECREF(seq);
-        if (L.argv == NULL || n == 0) {
-            PyErr_SetString(PyExc_ValueError, "argv must not be empty");
-            goto done;
-        }
-    }
-    frames = PySequence_Fast(args[2], "frames must be a sequence");
-    if (frames == NULL)
-        goto done;
-    L.nframes = (int)PySequence_Fast_GET_SIZE(frames);
-    L.frames = calloc((size_t)L.nframes + 1, sizeof(Py_buffer));
-    L.kinds = calloc((size_t)L.nframes + 1, sizeof(uint32_t));
-    if (L.frames == NULL || L.kinds == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (int i = 0; i < L.nframes; i++) {
-        int kind;
-        Py_buffer view;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(frames, i), "iy*", &kind, &view)) {
-            L.nframes = i;
-            goto done;
-        }
-        L.kinds[i] = (uint32_t)kind;
-        L.frames[i] = view;
-    }
-    L.reaper = pb_reaper_new();
-    if (L.reaper == NULL) {
-        PyErr_SetFromErrno(PyExc_OSError);
-        goto done;
-    }
-
-    for (;;) {
-        struct pollfd pfd[2] = {
-            {L.ctl_fd, POLLIN, 0},
-            {pb_reaper_fd(L.reaper), POLLIN, 0},
-        };
-        int n;
-        Py_BEGIN_ALLOW_THREADS
-        do {
-            n = poll(pfd, 2, -1);
-        } while (n < 0 && errno == EINTR);
-        Py_END_ALLOW_THREADS
-        if (n < 0) {
-            PyErr_SetFromErrno(PyExc_OSError);
-            goto shutdown;
-        }
-        if (pfd[1].revents)
-            launcher_report_exits(&L);
-        if (pfd[0].revents) {
-            pb_ctl_msg m;
-            int fds[2];
-            int r = pb_ctl_recv(L.ctl_fd, &m, fds);
-            if (fds[0] >= 0)
-                close(fds[0]);
-            if (fds[1] >= 0)
-                close(fds[1]);
-            if (r <= 0) {
-                if (r < 0 && (errno == EAGAIN || errno == EINTR))
-                    continue;
-                result = Py_NewRef(Py_None);
-                goto shutdown;
-            }
-            if (m.op == PB_CTL_SPAWN) {
-                int child[2];
-                int s = launcher_spawn(&L, &m, child);
-                if (s == 1) {
-                    result = Py_BuildValue("(ii)", child[0], child[1]);
-                    goto done;
-                }
-            }
-            else if (m.op == PB_CTL_KILL) {
-                pb_reaper_kill(L.reaper, m.pid, m.arg);
-            }
-            else if (m.op == PB_CTL_EXIT) {
-                result = Py_NewRef(Py_None);
-                goto shutdown;
-            }
-        }
-    }
-
-shutdown:
-    /* The pool is gone: no worker may outlive it. */
-    pb_reaper_kill_all(L.reaper);
-done:
-    pb_reaper_free(L.reaper);
-    for (int i = 0; i < L.nframes; i++)
-        PyBuffer_Release(&L.frames[i]);
-    free(L.frames);
-    free(L.kinds);
-    launcher_free_argv(L.argv);
-    Py_XDECREF(frames);
-    return result;
-}
-
-PyDoc_STRVAR(pebble_set_pdeathsig_doc,
-"set_parent_death_signal(parent_pid, /)\n--\n\n"
-"Have the kernel kill this process when its parent dies; exit at once if\n"
-"parent_pid is no longer the parent.");
-
-static PyObject *
-pebble_set_pdeathsig(PyObject *module, PyObject *arg)
-{
-    int ppid = PyLong_AsInt_compat(arg);
-    if (ppid == -1 && PyErr_Occurred())
-        return NULL;
-    pb_set_parent_death_signal((pid_t)ppid);
-    Py_RETURN_NONE;
-}
-
 static PyMethodDef worker_methods[] = {
-    {"worker_run", (PyCFunction)(void (*)(void))pebble_worker_run, METH_FASTCALL, pebble_worker_run_doc},
-    {"launcher_run", (PyCFunction)(void (*)(void))pebble_launcher_run, METH_FASTCALL, pebble_launcher_run_doc},
-    {"set_parent_death_signal", (PyCFunction)pebble_set_pdeathsig, METH_O, pebble_set_pdeathsig_doc},
+    {"worker_run",
+     (PyCFunction)(void (*)(void))pebble_worker_run,
+     METH_FASTCALL,
+     pebble_worker_run_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -788,7 +475,11 @@ pebble_worker_init(PyObject *module)
 {
     if (PyModule_AddFunctions(module, worker_methods) < 0)
         return -1;
-#define ADD(name, value) if (PyModule_AddIntConstant(module, name, value) < 0) return -1
+#define ADD(name, value)                                      \
+    do {                                                      \
+        if (PyModule_AddIntConstant(module, name, value) < 0) \
+            return -1;                                        \
+    } while (0)
     ADD("FRAME_TASK", PB_FRAME_TASK);
     ADD("FRAME_PREPARE", PB_FRAME_PREPARE);
     ADD("FRAME_INIT", PB_FRAME_INIT);

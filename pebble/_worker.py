@@ -168,26 +168,11 @@ _buffers: List[Any] = []
 _pickler = pickle.Pickler(_chunks, 5, buffer_callback=_buffers.append)
 
 
-def _split(payload: bytearray, nbufs: int) -> Tuple[memoryview, List[memoryview]]:
-    """Cut a frame with out-of-band buffers into its pickle and its buffers."""
-    view = memoryview(payload)
-    table = 8 * (nbufs + 1)
-    lens = view[:table].cast("Q")
-    offset = table + lens[0]
-    data = view[table:offset]
-    buffers = []
-    for size in lens[1:]:
-        buffers.append(view[offset:offset + size])
-        offset += size
-    return data, buffers
-
-
-def _execute(payload: Any, nbufs: int = 0) -> Tuple[int, Any, Optional[list]]:
-    """Run one task: payload is the pickled (function, args, kwargs)."""
+def _execute(payload: Any, buffers: Optional[list] = None) -> Tuple[int, Any, Optional[list]]:
+    """Run one task: payload is the pickled (function, args, kwargs), with its buffers."""
     try:
-        if nbufs:
-            data, buffers = _split(payload, nbufs)
-            function, args, kwargs = pickle.loads(data, buffers=buffers)
+        if buffers is not None:
+            function, args, kwargs = pickle.loads(payload, buffers=buffers)
         else:
             function, args, kwargs = pickle.loads(payload)
         # A function decorated with concurrent.process pickles by name as its

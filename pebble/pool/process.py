@@ -32,6 +32,11 @@ R = TypeVar("R")
 
 _live_pools: "weakref.WeakSet[ProcessPool]" = weakref.WeakSet()
 
+# Workers in a row that cannot be started, or die before they are ready,
+# after which the pool gives up and enters the error state. More rides out
+# a burst of outside kills; fewer reports a worker that cannot start sooner.
+_START_FAILURES = 3
+
 
 def _dumps(obj: Any) -> bytes:
     return pickle.dumps(obj, 5)
@@ -165,7 +170,7 @@ class ProcessPool(BasePool):
         self._initializer, self._initargs = check_initializer(initializer, initargs)
         self._method = get_start_method(context)
         self._core = ProcCore(self._max_workers, self._max_tasks, _spare,
-                              self._initializer is not None)
+                              self._initializer is not None, _START_FAILURES)
         self._manager: Optional[threading.Thread] = None
         # Set when the manager is done. join() waits on it rather than in
         # Thread.join(), which Ctrl-C can leave believing a live thread ended.
@@ -225,7 +230,7 @@ class ProcessPool(BasePool):
         if state is None:
             return None
         what, code, payload = state
-        if what == "initializer" and payload:
+        if what == _pebble.FAIL_INITIALIZER and payload:
             try:
                 cause = pickle.loads(payload)
             except BaseException as unpickling_error:
@@ -233,10 +238,10 @@ class ProcessPool(BasePool):
             error = BrokenProcessPool("The pool initializer raised %s: %s"
                                       % (type(cause).__name__, cause))
             error.__cause__ = cause
-        elif what == "startup":
+        elif what == _pebble.FAIL_STARTUP:
             error = BrokenProcessPool("A worker process died while starting (exit code %d)"
                                       % code)
-        elif what == "spawn":
+        elif what == _pebble.FAIL_SPAWN:
             error = BrokenProcessPool("Workers could not be started: %s" % os.strerror(code))
         else:
             error = BrokenProcessPool("The pool's launcher process died")
@@ -301,13 +306,13 @@ class ProcessPool(BasePool):
             return _failed_future(error)
         future = ProcessFuture()
         try:
-            try:
-                task_id = self._core.submit(future, payload, timeout, buffers or None)
-            except BufferError:  # a non-contiguous buffer: send it in band
-                task_id = self._core.submit(future, _dumps((function, args, kwargs)), timeout)
-        except RuntimeError:
+            task_id = self._core.submit(future, payload, timeout, buffers or None)
+        except BufferError:  # a non-contiguous buffer: send it in band
+            task_id = self._core.submit(future, _dumps((function, args, kwargs)), timeout)
+        if task_id is None:  # the engine stopped taking work since the check above
             self._sync_state()
-            raise
+            raise RuntimeError("Unexpected error within the Pool" if self._core.error is not None
+                               else "The Pool is not active")
         future._pebble_cancel = self._core.cancel
         future._pebble_id = task_id
         return future
