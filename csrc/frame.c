@@ -2,6 +2,7 @@
 #include "frame.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 int
@@ -9,12 +10,23 @@ pb_frame_write(int fd, uint64_t id, uint32_t kind, Py_buffer *bufs, int ninband,
                const uint64_t *skipped, int nskipped)
 {
     pb_frame_hdr h, skips[16];
-    struct iovec iov[3 + PB_FRAME_MAX_VIEWS];
-    uint64_t lens[PB_FRAME_MAX_VIEWS + 1];
-    int n = 0;
-    if (ninband + noob > PB_FRAME_MAX_VIEWS || nskipped > 16) {
+    struct iovec local_iov[3 + PB_FRAME_LOCAL_VIEWS], *iov = local_iov;
+    uint64_t local_lens[PB_FRAME_LOCAL_VIEWS + 1], *lens = local_lens;
+    int n = 0, rc;
+    if (nskipped > 16 || ninband < 0 || noob < 0) {
         errno = E2BIG;
         return -1;
+    }
+    if (ninband + noob > PB_FRAME_LOCAL_VIEWS) {
+        /* A result of many large pieces: the tables go on the heap. */
+        iov = malloc((size_t)(3 + ninband + noob) * sizeof(struct iovec));
+        lens = malloc((size_t)(noob + 1) * sizeof(uint64_t));
+        if (iov == NULL || lens == NULL) {
+            free(iov);
+            free(lens);
+            errno = ENOMEM;
+            return -1;
+        }
     }
     if (nskipped > 0) {
         /* SKIPPED reports go first, in the same write. */
@@ -54,7 +66,12 @@ pb_frame_write(int fd, uint64_t id, uint32_t kind, Py_buffer *bufs, int ninband,
         iov[n].iov_base = bufs[i].buf;
         iov[n++].iov_len = (size_t)bufs[i].len;
     }
-    return pb_writev_all(fd, iov, n);
+    rc = pb_writev_all(fd, iov, n);
+    if (iov != local_iov) {
+        free(iov);
+        free(lens);
+    }
+    return rc;
 }
 
 /* 0 when h can head a frame, -1 when its length is impossible. */

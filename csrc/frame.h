@@ -49,9 +49,9 @@ typedef struct {
 
 _Static_assert(sizeof(pb_frame_hdr) == 24, "the header has no padding");
 
-/* Most buffers (in-band pieces and out-of-band ones) pb_frame_write()
- * takes for one frame. */
-#define PB_FRAME_MAX_VIEWS 256
+/* Buffers (in-band pieces and out-of-band ones) of one frame that
+ * pb_frame_write() describes on its stack; more go on the heap. */
+#define PB_FRAME_LOCAL_VIEWS 64
 
 /* Writes one frame to a blocking fd: SKIPPED frames for the nskipped ids
  * first (at most 16), then a frame whose pickle is the ninband buffers

@@ -7,22 +7,34 @@
 #include "frame.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <string.h>
 #include <unistd.h>
 
-/* Exports every item of seq (None: nothing) into views. Returns the count
- * or -1 with an exception set; views already taken stay in *views. */
+/* How many views export_views() takes from obj, or -1 with an exception set. */
+static Py_ssize_t
+count_views(PyObject *obj)
+{
+    if (obj == NULL || obj == Py_None)
+        return 0;
+    if (PyObject_CheckBuffer(obj))
+        return 1;
+    if (PyList_Check(obj) || PyTuple_Check(obj))
+        return PySequence_Fast_GET_SIZE(obj);
+    PyErr_SetString(PyExc_TypeError, "expected a buffer or a list of buffers");
+    return -1;
+}
+
+/* Exports every item of seq (None: nothing) into views, which has room for
+ * count_views(seq). Returns the count or -1 with an exception set; views
+ * already taken stay in *views. */
 static int
-export_views(PyObject *seq_obj, Py_buffer *views, int room, int *taken)
+export_views(PyObject *seq_obj, Py_buffer *views, int *taken)
 {
     if (seq_obj == NULL || seq_obj == Py_None)
         return 0;
     if (PyObject_CheckBuffer(seq_obj)) {
-        if (room < 1) {
-            PyErr_SetString(PyExc_ValueError, "too many buffers");
-            return -1;
-        }
         if (PyObject_GetBuffer(seq_obj, &views[0], PyBUF_SIMPLE) < 0)
             return -1;
         (*taken)++;
@@ -32,11 +44,6 @@ export_views(PyObject *seq_obj, Py_buffer *views, int room, int *taken)
     if (seq == NULL)
         return -1;
     Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
-    if (count > room) {
-        Py_DECREF(seq);
-        PyErr_SetString(PyExc_ValueError, "too many buffers in one frame");
-        return -1;
-    }
     for (Py_ssize_t i = 0; i < count; i++) {
         if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, i), &views[i], PyBUF_SIMPLE) < 0) {
             Py_DECREF(seq);
@@ -55,12 +62,26 @@ static int
 send_python_frame(int fd, uint64_t id, uint32_t kind, PyObject *data, PyObject *buffers,
                   const uint64_t *skipped, int nskipped)
 {
-    Py_buffer views[PB_FRAME_MAX_VIEWS];
+    Py_buffer local[64], *views = local;
     int taken = 0, rc = -1;
-    int ninband = export_views(data, views, PB_FRAME_MAX_VIEWS, &taken);
+    Py_ssize_t nin = count_views(data), nout = count_views(buffers);
+    if (nin < 0 || nout < 0)
+        return -1;
+    if (nin + nout > INT_MAX / 2) {
+        PyErr_SetString(PyExc_OverflowError, "too many buffers in one result");
+        return -1;
+    }
+    if (nin + nout > (Py_ssize_t)(sizeof(local) / sizeof(local[0]))) {
+        views = PyMem_Malloc((size_t)(nin + nout) * sizeof(Py_buffer));
+        if (views == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    int ninband = export_views(data, views, &taken);
     if (ninband < 0)
         goto done;
-    int noob = export_views(buffers, views + ninband, PB_FRAME_MAX_VIEWS - ninband, &taken);
+    int noob = export_views(buffers, views + ninband, &taken);
     if (noob < 0)
         goto done;
     int r, err = 0;
@@ -78,6 +99,8 @@ send_python_frame(int fd, uint64_t id, uint32_t kind, PyObject *data, PyObject *
 done:
     for (int i = 0; i < taken; i++)
         PyBuffer_Release(&views[i]);
+    if (views != local)
+        PyMem_Free(views);
     return rc;
 }
 

@@ -306,3 +306,9 @@ def fds_seen_by_a_subprocess():
             if fd > 2 and target.startswith(("pipe:", "socket:")):
                 held.append((fd, target))
     return held
+
+
+def many_large_pieces(count, size=65536):
+    """A result of *count* distinct large bytes and bytearray objects."""
+    return [bytes([i % 251]) * size if i % 2 else bytearray([i % 251]) * size
+            for i in range(count)]

@@ -648,3 +648,11 @@ def test_burst_of_control_messages_is_not_lost():
         assert [f.result(timeout=120) for f in futures] == list(range(600))
         pool.stop()
     pool.join(60)
+
+
+@pytest.mark.parametrize("count", [100, 300, 2000])
+def test_result_of_many_large_pieces_comes_back(pool, count):
+    result = pool.schedule(pf.many_large_pieces, args=(count,)).result(timeout=60)
+    assert len(result) == count
+    assert all(len(piece) == 65536 and piece[0] == i % 251 for i, piece in enumerate(result))
+    assert_pool_works(pool)
