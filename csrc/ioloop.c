@@ -234,6 +234,15 @@ proc_frame(ProcCore *self, pp_proc *p, pb_frame_hdr *h, char *data)
             memmove(&p->queued[0], &p->queued[1], (size_t)(p->nqueued - 1) * sizeof(pp_task *));
             p->nqueued--;
             task_start(self, p, next);
+            if (next->cancel_requested) {
+                /* Its SKIPPED report would have come before this result: the
+                 * worker saw the cancel too late and runs it now. It is
+                 * stopped as a running task is; those queued behind it have
+                 * not started and go back to the queue. */
+                task_finish(self, next, OUT_CANCELLED);
+                p->task = NULL;
+                proc_kill(self, p);
+            }
         }
         else if (self->max_tasks && p->ntasks >= self->max_tasks && p->state == PROC_ALIVE) {
             proc_retire(self, p);

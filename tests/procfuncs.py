@@ -312,3 +312,9 @@ def many_large_pieces(count, size=65536):
     """A result of *count* distinct large bytes and bytearray objects."""
     return [bytes([i % 251]) * size if i % 2 else bytearray([i % 251]) * size
             for i in range(count)]
+
+
+def sleep_then_big(seconds, size):
+    """Sleep, then return *size* bytes (slow to send: cancels land meanwhile)."""
+    time.sleep(seconds)
+    return b"x" * size

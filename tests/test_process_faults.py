@@ -656,3 +656,29 @@ def test_result_of_many_large_pieces_comes_back(pool, count):
     assert len(result) == count
     assert all(len(piece) == 65536 and piece[0] == i % 251 for i, piece in enumerate(result))
     assert_pool_works(pool)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_cancel_of_a_queued_task_stops_it_even_when_it_starts(method):
+    """The cancel reaches the worker after its last look at its queue, while
+    it sends the running task's result: the cancelled task then starts, and
+    must be stopped rather than left running."""
+    pool = ProcessPool(max_workers=1, context=multiprocessing.get_context(method))
+    try:
+        for _ in range(20):  # short tasks: the next ones are queued in the worker
+            pool.schedule(pf.getpid).result(timeout=30)
+        for delay in [0.30 + 0.005 * i for i in range(30)]:
+            first = pool.schedule(pf.sleep_then_big, args=(0.3, 30 * 1024 * 1024))
+            endless = pool.schedule(pf.sleep_return, args=(3600,))
+            time.sleep(delay)  # somewhere while the first makes or sends its result
+            assert endless.cancel()
+            assert len(first.result(timeout=60)) == 30 * 1024 * 1024
+            assert endless.cancelled()
+            # One worker: this runs only once the cancelled task is stopped.
+            assert pool.schedule(pf.add, args=(1, 2)).result(timeout=10) == 3
+        pool.close()
+        pool.join(10)
+    finally:
+        pool.stop()
+        pool.join(10)
