@@ -555,10 +555,20 @@ io_main(void *arg)
     if (!self->ctl_eof) {
         pb_ctl_msg m = {PB_CTL_EXIT, 0, 0, 0, 0};
         ctl_post(self, m);
-        /* Leaving: wait for the socket to take the rest. */
+        /* Leaving: wait for the socket to take the rest, without the mutex
+         * (callers of submit() or cancel() must not wait behind a stuck
+         * launcher) and not past EXIT_FLUSH_MS: if the launcher takes
+         * nothing, closing the socket ends it, and its workers, anyway. */
+        int64_t until = pebble_now_ns() + EXIT_FLUSH_MS * 1000000LL;
         while (self->ctlq_len > 0) {
+            int64_t left_ms = (until - pebble_now_ns()) / 1000000LL;
+            if (left_ms <= 0)
+                break;
             struct pollfd pfd = {self->ctl_fd, POLLOUT, 0};
-            if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+            pthread_mutex_unlock(&self->mutex);
+            int rc = poll(&pfd, 1, (int)left_ms);
+            pthread_mutex_lock(&self->mutex);
+            if (rc < 0 && errno != EINTR)
                 break;
             if (pfd.revents & (POLLERR | POLLHUP | POLLNVAL))
                 break;

@@ -103,6 +103,7 @@ pebble_exec(PyObject *module)
     INTERN(str_set_exception, "set_exception");
     INTERN(str_loads, "loads");
     INTERN(str_dumps, "dumps");
+    INTERN(str_pebble_id, "_pebble_id");
 #undef INTERN
 
     pickle = PyImport_ImportModule("pickle");
@@ -174,6 +175,7 @@ pebble_clear(PyObject *module)
     Py_CLEAR(st->str_set_exception);
     Py_CLEAR(st->str_loads);
     Py_CLEAR(st->str_dumps);
+    Py_CLEAR(st->str_pebble_id);
     Py_CLEAR(st->pickle_loads);
     Py_CLEAR(st->pickle_dumps);
     Py_CLEAR(st->PickleBuffer_Type);

@@ -39,6 +39,7 @@ typedef struct {
     PyObject *str_set_exception; /* "set_exception" */
     PyObject *str_loads;         /* "loads" */
     PyObject *str_dumps;         /* "dumps" */
+    PyObject *str_pebble_id;     /* "_pebble_id" */
     PyObject *pickle_loads;      /* pickle.loads */
     PyObject *pickle_dumps;      /* pickle.dumps */
     PyObject *PickleBuffer_Type; /* pickle.PickleBuffer */

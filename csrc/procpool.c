@@ -72,6 +72,8 @@ ProcCore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
  * to an ancestor process, and its mutex may be held forever. */
 #define PP_FOREIGN(self) ((self)->fork_gen != pb_fork_generation)
 
+static int pp_cancel(ProcCore *self, uint64_t id);
+
 static int
 ProcCore_traverse(ProcCore *self, visitproc visit, void *arg)
 {
@@ -248,7 +250,16 @@ ProcCore_submit(ProcCore *self, PyObject *const *args, Py_ssize_t nargs)
     pthread_mutex_unlock(&self->mutex);
     if (wake)
         pb_loop_wake(self->loop);
-    return PyLong_FromUnsignedLongLong(id);
+    /* The future learns its task's id before the caller runs another
+     * bytecode: a Ctrl-C there leaves a task that can still be cancelled. */
+    pebble_state *st = pebble_state_from_type(Py_TYPE(self));
+    PyObject *idobj = PyLong_FromUnsignedLongLong(id);
+    if (idobj == NULL || PyObject_SetAttr(args[0], st->str_pebble_id, idobj) < 0) {
+        pp_cancel(self, id);
+        Py_XDECREF(idobj);
+        return NULL;
+    }
+    return idobj;
 }
 
 PyDoc_STRVAR(ProcCore_cancel_doc,
@@ -262,9 +273,17 @@ ProcCore_cancel(ProcCore *self, PyObject *arg)
     unsigned long long id = PyLong_AsUnsignedLongLong(arg);
     if (id == (unsigned long long)-1 && PyErr_Occurred())
         return NULL;
-    int found = 0, wake = 0;
     if (PP_FOREIGN(self))
         Py_RETURN_FALSE;
+    return PyBool_FromLong(pp_cancel(self, id));
+}
+
+/* Drops task id if pending, or has its worker killed if it was sent.
+ * Returns 1 if the task was still known. Never fails. */
+static int
+pp_cancel(ProcCore *self, uint64_t id)
+{
+    int found = 0, wake = 0;
     pthread_mutex_lock(&self->mutex);
     pp_task *t = tt_find(self, id);
     if (t != NULL) {
@@ -282,7 +301,7 @@ ProcCore_cancel(ProcCore *self, PyObject *arg)
     pthread_mutex_unlock(&self->mutex);
     if (wake)
         pb_loop_wake(self->loop);
-    return PyBool_FromLong(found);
+    return found;
 }
 
 static PyObject *

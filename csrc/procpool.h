@@ -9,6 +9,12 @@
 
 #include "frame.h"
 
+/* How long a leaving I/O thread waits for the launcher to take its last
+ * control messages. Longer only helps a launcher that is stopped or
+ * starved; shorter makes such a pool's close() leave its workers to the
+ * launcher's own exit (it kills them when the socket closes) sooner. */
+#define EXIT_FLUSH_MS 2000
+
 /* Time a killed worker gets between SIGTERM and SIGKILL. Longer lets a
  * task's cleanup handlers finish; shorter frees a worker slot sooner from
  * a task that ignores SIGTERM (its future is resolved at once either way). */

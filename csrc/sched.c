@@ -90,6 +90,17 @@ schedule_work(ProcCore *self)
         for (int n = live_workers(self); n < want && !self->ctl_eof; n++)
             proc_spawn(self);
     }
+    /* A worker done with its max_tasks share leaves once nothing waits to
+     * be written to it (its last result may have come with a CANCEL frame
+     * still queued): never given one more task meanwhile. */
+    if (self->max_tasks) {
+        for (int i = 0; i < self->nprocs; i++) {
+            pp_proc *p = &self->procs[i];
+            if (p->state == PROC_ALIVE && p->task == NULL && p->nqueued == 0
+                && p->ntasks >= self->max_tasks)
+                proc_retire(self, p);
+        }
+    }
     /* Idle workers first, one task each: those ready to run it at once
      * before those still starting (a fresh interpreter takes a while). */
     for (int ready = 1; ready >= 0; ready--) {
@@ -97,6 +108,8 @@ schedule_work(ProcCore *self)
             pp_proc *p = &self->procs[i];
             if (p->state != PROC_ALIVE || p->task != NULL || p->ready != ready)
                 continue;
+            if (self->max_tasks && p->ntasks >= self->max_tasks)
+                continue; /* done with its share, retired below */
             proc_dispatch(self, p, self->pend_head);
         }
     }

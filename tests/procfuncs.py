@@ -318,3 +318,15 @@ def sleep_then_big(seconds, size):
     """Sleep, then return *size* bytes (slow to send: cancels land meanwhile)."""
     time.sleep(seconds)
     return b"x" * size
+
+
+def record_pid(path, seconds=0.0):
+    """Append this worker's pid to *path* (one line per run), then sleep."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"%d\n" % os.getpid())
+    finally:
+        os.close(fd)
+    if seconds:
+        time.sleep(seconds)
+    return os.getpid()

@@ -682,3 +682,51 @@ def test_cancel_of_a_queued_task_stops_it_even_when_it_starts(method):
     finally:
         pool.stop()
         pool.join(10)
+
+
+@pytest.mark.timeout(120)
+def test_max_tasks_holds_with_cancels_in_flight(tmp_path):
+    """No worker runs more than max_tasks tasks, whatever cancels were queued for it."""
+    import collections
+    import random
+    path = str(tmp_path / "runs")
+    rng = random.Random(7)
+    with ProcessPool(max_workers=2, max_tasks=2, context=multiprocessing.get_context("fork")) as pool:
+        futures = []
+        for i in range(300):
+            future = pool.schedule(pf.record_pid, args=(path, rng.choice((0, 0, 0.001))))
+            if rng.random() < 0.3:
+                future.cancel()
+            futures.append(future)
+        for future in futures:
+            try:
+                future.result(timeout=60)
+            except CancelledError:
+                pass
+    with open(path) as runs:
+        per_worker = collections.Counter(runs.read().split())
+    assert per_worker and max(per_worker.values()) <= 2, per_worker.most_common(3)
+
+
+def test_ctrl_c_as_schedule_returns_cancels_the_task(tmp_path, monkeypatch):
+    """A KeyboardInterrupt right after the engine took a task (here raised as
+    the engine gives the future its id) leaves no task running unseen."""
+    import pebble.pool.process as process_module
+
+    class Interrupted(process_module.ProcessFuture):
+        def __setattr__(self, name, value):
+            super().__setattr__(name, value)
+            if name == "_pebble_id":
+                raise KeyboardInterrupt
+
+    path = str(tmp_path / "runs")
+    with ProcessPool(max_workers=1, context=multiprocessing.get_context("fork")) as pool:
+        pool.schedule(pf.getpid).result(timeout=30)
+        running = pool.schedule(pf.sleep_return, args=(0.5,))
+        monkeypatch.setattr(process_module, "ProcessFuture", Interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            pool.schedule(pf.record_pid, args=(path,))
+        monkeypatch.undo()
+        running.result(timeout=30)
+        assert pool.schedule(pf.add, args=(1, 2)).result(timeout=30) == 3
+    assert not os.path.exists(path)

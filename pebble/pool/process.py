@@ -249,9 +249,12 @@ class ProcessPool(BasePool):
         return error
 
     def _sync_state(self) -> None:
+        # Called from the completer thread too: the state changes under its lock.
         if self._state in (RUNNING_STATE, CLOSED) and self._pool_error() is not None:
-            self._state = ERROR
-            self._error = self._broken
+            with self._state_lock:
+                if self._state in (RUNNING_STATE, CLOSED):
+                    self._state = ERROR
+                    self._error = self._broken
 
     def _resolve(self, future: ProcessFuture, outcome: int, timeout: float,
                  exitcode: int, pid: int) -> None:
@@ -305,16 +308,23 @@ class ProcessPool(BasePool):
             # garbage collector, which cannot clear them safely.
             return _failed_future(error)
         future = ProcessFuture()
-        try:
-            task_id = self._core.submit(future, payload, timeout, buffers or None)
-        except BufferError:  # a non-contiguous buffer: send it in band
-            task_id = self._core.submit(future, _dumps((function, args, kwargs)), timeout)
-        if task_id is None:  # the engine stopped taking work since the check above
-            self._sync_state()
-            raise RuntimeError("Unexpected error within the Pool" if self._core.error is not None
-                               else "The Pool is not active")
+        # The engine sets future._pebble_id as it takes the task, so that the
+        # task stays cancellable whatever interrupts this frame afterwards.
         future._pebble_cancel = self._core.cancel
-        future._pebble_id = task_id
+        try:
+            try:
+                task_id = self._core.submit(future, payload, timeout, buffers or None)
+            except BufferError:  # a non-contiguous buffer: send it in band
+                task_id = self._core.submit(future, _dumps((function, args, kwargs)), timeout)
+            if task_id is None:  # the engine stopped taking work since the check above
+                self._sync_state()
+                raise RuntimeError("Unexpected error within the Pool"
+                                   if self._core.error is not None else "The Pool is not active")
+        except BaseException:
+            # Interrupted (Ctrl-C) once the engine took the task: the caller
+            # will never see this future, so nor should the task run.
+            future.cancel()
+            raise
         return future
 
     def submit(self, function: Callable[P, R], timeout: Optional[float],
