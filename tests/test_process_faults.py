@@ -691,9 +691,10 @@ def test_max_tasks_holds_with_cancels_in_flight(tmp_path):
     import random
     path = str(tmp_path / "runs")
     rng = random.Random(7)
-    with ProcessPool(max_workers=2, max_tasks=2, context=multiprocessing.get_context("fork")) as pool:
+    context = multiprocessing.get_context("fork")
+    with ProcessPool(max_workers=2, max_tasks=2, context=context) as pool:
         futures = []
-        for i in range(300):
+        for _ in range(300):
             future = pool.schedule(pf.record_pid, args=(path, rng.choice((0, 0, 0.001))))
             if rng.random() < 0.3:
                 future.cancel()
