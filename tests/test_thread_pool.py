@@ -409,10 +409,10 @@ def test_join_timeout():
     future = pool.schedule(release.wait, args=(WAIT,))
     pool.close()
     start = time.monotonic()
-    with pytest.raises(TimeoutError):
+    with pytest.raises(concurrent.futures.TimeoutError):
         pool.join(0.2)
     assert 0.15 <= time.monotonic() - start < 2
-    with pytest.raises(TimeoutError):
+    with pytest.raises(concurrent.futures.TimeoutError):
         pool.join(0)
     release.set()
     pool.join(WAIT)
