@@ -69,8 +69,20 @@ task_resolve(pebble_state *st, completer_ctx *cx, pp_task *t)
     if (t->outcome == OUT_RESULT || t->outcome == OUT_ERROR) {
         PyObject *value = task_loads(st, cx->block_type, t);
         if (value == NULL) {
-            /* The parent could not load it: that error is the outcome. */
+            /* The parent could not load it: a BrokenProcessPool kind of
+             * error with that one as its cause (pebble.errors). */
             value = PyErr_GetRaisedException_compat();
+            PyObject *errors = PyImport_ImportModule("pebble.errors");
+            PyObject *wrapped =
+                errors == NULL
+                    ? NULL
+                    : PyObject_CallMethod(
+                        errors, "outcome_not_rebuilt", "Oi", value, t->outcome == OUT_RESULT);
+            Py_XDECREF(errors);
+            if (wrapped != NULL)
+                Py_SETREF(value, wrapped);
+            else
+                PyErr_Clear();
             r = PyObject_CallMethodOneArg(t->future, st->str_set_exception, value);
         }
         else if (t->outcome == OUT_RESULT) {

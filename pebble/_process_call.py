@@ -7,6 +7,8 @@ import os
 import threading
 from typing import Any, Callable, Dict, Optional
 
+from pebble.errors import OutcomeNotRebuilt
+from pebble.futures import ProcessFuture
 from pebble.validators import check_name_daemon, check_timeout
 
 #: The parameters of ``@process`` and their defaults.
@@ -94,6 +96,26 @@ def _set_daemon(process: Any, daemon: bool) -> None:
         pass
 
 
+class CallFuture(ProcessFuture):
+    """The future of one decorated call.
+
+    A pool reports an outcome that cannot be rebuilt in the parent as a
+    BrokenProcessPool (OutcomeNotRebuilt); a decorated call, as on Pebble,
+    raises the error that rebuilding it raised.
+    """
+
+    def set_exception(self, exception: Optional[BaseException]) -> None:
+        if isinstance(exception, OutcomeNotRebuilt) and exception.__cause__ is not None:
+            text = getattr(exception, "traceback", None)
+            exception = exception.__cause__
+            if text is not None and getattr(exception, "traceback", None) is None:
+                try:
+                    exception.traceback = text  # type: ignore[attr-defined]
+                except Exception:  # frozen exception types refuse new attributes
+                    pass
+        super().set_exception(exception)
+
+
 class ProcessCall:
     """The parameters of a process decorator and how to launch one call."""
 
@@ -117,8 +139,11 @@ class ProcessCall:
         if daemon is None:  # as multiprocessing does: the caller's own flag
             import multiprocessing
             daemon = multiprocessing.current_process().daemon
-        future = pool.schedule(run_decorated, args=(target, args, kwargs, self.name, daemon),
-                               timeout=self.timeout)
+        call = (target, args, kwargs, self.name, daemon)
+        if self.pool is not None:  # the pool's own futures and rules
+            future = pool.schedule(run_decorated, args=call, timeout=self.timeout)
+        else:
+            future = pool._schedule(run_decorated, call, None, self.timeout, CallFuture)
         if not daemon:
             with _nondaemon_lock:
                 _nondaemon.add(future)

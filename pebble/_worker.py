@@ -9,7 +9,7 @@ import sys
 from typing import Any, List, Optional, Tuple
 
 from pebble import _pebble
-from pebble.errors import RemoteException, format_exception
+from pebble.errors import RemoteException, format_exception, outcome_not_rebuilt
 from pebble.pool.mapping import run_chunk
 
 # (initializer, initargs) inherited by forked workers.
@@ -143,14 +143,24 @@ def _setup(kind: int, payload: bytes) -> Optional[bytes]:
 
 
 def _dump_error(error: BaseException) -> Tuple[int, bytes, None]:
+    """The ERROR frame of *error*: itself if it travels, or what stands for it."""
     text = format_exception(error)
     try:
         data = pickle.dumps(RemoteException(error, text), 5)
-        pickle.loads(data)  # it must also load in the parent
     except BaseException as pickling_error:
-        substitute = pickle.PicklingError(
+        substitute: BaseException = pickle.PicklingError(
             "The exception raised could not be sent back: %s: %s (%s)"
             % (type(error).__name__, error, pickling_error))
+        return _pebble.FRAME_ERROR, pickle.dumps(RemoteException(substitute, text), 5), None
+    try:
+        pickle.loads(data)  # it must also load in the parent
+    except BaseException as loading_error:
+        cause: BaseException = loading_error
+        try:
+            pickle.loads(pickle.dumps(cause, 5))
+        except BaseException:  # the loading error does not travel either
+            cause = RuntimeError("%s: %s" % (type(loading_error).__name__, loading_error))
+        substitute = outcome_not_rebuilt(cause, False, error)
         data = pickle.dumps(RemoteException(substitute, text), 5)
     return _pebble.FRAME_ERROR, data, None
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import traceback
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Optional, Tuple, cast
 
-__all__ = ["ProcessExpired", "RemoteTraceback", "RemoteException"]
+__all__ = ["ProcessExpired", "RemoteTraceback", "RemoteException", "OutcomeNotRebuilt"]
 
 
 class ProcessExpired(OSError):
@@ -21,6 +22,36 @@ class ProcessExpired(OSError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class OutcomeNotRebuilt(BrokenProcessPool):
+    """A task's result or exception could not be rebuilt in the parent.
+
+    Pebble raises BrokenProcessPool here and breaks the pool; only this task
+    fails here, the pool goes on. The error that rebuilding raised is the
+    ``__cause__``.
+    """
+
+    def __init__(self, msg: str, cause: Optional[BaseException] = None):
+        super().__init__(msg)
+        if cause is not None:
+            self.__cause__ = cause
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return type(self), (self.args[0] if self.args else "", self.__cause__)
+
+
+def outcome_not_rebuilt(error: BaseException, result: bool,
+                        outcome: Optional[BaseException] = None) -> BaseException:
+    """The error a future gets when its task's outcome fails to load with *error*.
+
+    *outcome* is the exception that failed to travel, where it is known.
+    """
+    what = "result" if result else "exception"
+    if outcome is not None:
+        what = "%s (%s: %s)" % (what, type(outcome).__name__, outcome)
+    return OutcomeNotRebuilt("The task's %s could not be rebuilt in the parent: %s: %s"
+                             % (what, type(error).__name__, error), error)
 
 
 class RemoteTraceback(Exception):
@@ -60,6 +91,9 @@ class RemoteException:
 
 def rebuild_exception(exception: BaseException, traceback_text: str) -> BaseException:
     """Attach the remote traceback to *exception* and return it."""
+    if isinstance(exception, OutcomeNotRebuilt) and exception.__cause__ is not None:
+        exception.traceback = traceback_text  # type: ignore[attr-defined]
+        return exception  # its cause is the error that matters
     try:
         exception.traceback = traceback_text  # type: ignore[attr-defined]
     except Exception:  # frozen exception types refuse new attributes

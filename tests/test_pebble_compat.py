@@ -259,3 +259,36 @@ def test_join_again_after_ctrl_c_still_waits(kind):
     pool.join()
     assert future.done() and future.result() is None
     assert not pool.active
+
+
+# -- outcomes that cannot be rebuilt in the parent -------------------------------------
+
+class TwoArgError(Exception):
+    """Pickles, but its arguments do not match its __init__: it cannot load."""
+
+    def __init__(self, first, second):
+        super().__init__("%s/%s" % (first, second))
+
+
+def raise_two_arg():
+    raise TwoArgError("left", "right")
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_exception_that_cannot_load_is_a_broken_process_pool_and_the_pool_goes_on(method):
+    from concurrent.futures.process import BrokenProcessPool
+    with ProcessPool(1, context=multiprocessing.get_context(method)) as pool:
+        error = pool.schedule(raise_two_arg).exception(30)
+        assert isinstance(error, BrokenProcessPool)
+        assert isinstance(error.__cause__, TypeError)
+        assert "left/right" in str(error)
+        assert "raise_two_arg" in error.traceback
+        assert pool.schedule(add, (1, 2)).result(30) == 3
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_decorated_call_raises_the_loading_error_itself(method):
+    call = pebble.concurrent.process(raise_two_arg, context=multiprocessing.get_context(method))
+    error = call().exception(30)
+    assert type(error) is TypeError
+    assert "raise_two_arg" in error.traceback

@@ -22,6 +22,7 @@ import pytest
 
 import procfuncs as pf
 from pebble import ProcessExpired, ProcessPool
+from concurrent.futures.process import BrokenProcessPool
 from pebble.common import RemoteTraceback
 from proctools import (TESTS_DIR, children, pid_alive, pid_gone, run_script, shm_entries,
                        wait_until)
@@ -155,8 +156,12 @@ def test_result_unpicklable_in_parent(pool):
     futures = [pool.schedule(pf.return_fails_unpickling, args=("parent side",)),
                pool.schedule(pf.add, args=(1, 2))]
     error = futures[0].exception(timeout=30)
-    assert type(error) is ValueError
-    assert str(error) == "parent side"
+    # As on Pebble, a BrokenProcessPool with the loading error as its cause;
+    # unlike Pebble, only this task fails and the pool goes on.
+    assert isinstance(error, BrokenProcessPool)
+    assert type(error.__cause__) is ValueError
+    assert str(error.__cause__) == "parent side"
+    assert "result" in str(error) and "parent side" in str(error)
     assert futures[1].result(timeout=30) == 3
     assert_pool_works(pool)
 
@@ -173,7 +178,8 @@ def test_exception_unpicklable(pool):
 
 def test_exception_that_cannot_be_rebuilt(pool):
     error = pool.schedule(pf.raise_two_arg).exception(timeout=30)
-    assert isinstance(error, Exception)
+    assert isinstance(error, BrokenProcessPool)
+    assert isinstance(error.__cause__, TypeError)
     assert "TwoArgError" in str(error)
     assert "left/right" in str(error)
     assert "raise_two_arg" in error.traceback
@@ -481,6 +487,34 @@ def test_map_iteration_after_initializer_breaks_pool():
             errors += 1
     assert errors == 5
     assert time.monotonic() - start < 10
+    pool.close()
+    pool.join(10)
+
+
+def test_map_submitting_while_initializer_breaks_pool():
+    # The pool breaks while map is still taking chunks from its input: the
+    # chunks it takes afterwards fail as the others do, map itself does not.
+    def slow_input():
+        for number in range(10):
+            if number == 4:
+                time.sleep(1)  # the initializer fails within milliseconds
+            yield number
+
+    pool = ProcessPool(max_workers=2, initializer=pf.init_raise, initargs=("no",),
+                       context=FORK)
+    future = pool.map(pf.square, slow_input(), chunksize=2)
+    errors = []
+    for _ in range(5):
+        try:
+            next(future.result(timeout=30))
+        except StopIteration:
+            break
+        except Exception as error:
+            errors.append(error)
+    assert len(errors) == 5
+    assert all(isinstance(error, BrokenProcessPool) for error in errors)
+    with pytest.raises(RuntimeError):
+        pool.schedule(pf.square, args=(1,))
     pool.close()
     pool.join(10)
 

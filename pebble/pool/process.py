@@ -14,7 +14,7 @@ from concurrent.futures import TimeoutError
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from typing import (Any, Callable, Dict, Iterable, Optional, ParamSpec, Sequence, Tuple, TypeVar,
-                    Union)
+                    Type, Union)
 
 from pebble import _pebble, _worker
 from pebble._pebble import ProcCore
@@ -294,6 +294,12 @@ class ProcessPool(BasePool):
         With *timeout* (seconds) the worker running the call is stopped once
         it expires and the future raises TimeoutError.
         """
+        return self._schedule(function, args, kwargs, timeout, ProcessFuture)
+
+    def _schedule(self, function: Callable[..., R], args: Iterable[Any],
+                  kwargs: Optional[Dict[str, Any]], timeout: Optional[float],
+                  future_type: Type[ProcessFuture]) -> ProcessFuture[R]:
+        """schedule(), resolving a *future_type* (a ProcessFuture subclass)."""
         self._check_pool_state()
         args, kwargs = check_call(function, args, kwargs)
         timeout = check_timeout(timeout) or None  # 0 means no timeout, as in Pebble
@@ -307,7 +313,7 @@ class ProcessPool(BasePool):
             # would leave memoryviews exported by the arguments to the
             # garbage collector, which cannot clear them safely.
             return _failed_future(error)
-        future = ProcessFuture()
+        future = future_type()
         # The engine sets future._pebble_id as it takes the task, so that the
         # task stays cancellable whatever interrupts this frame afterwards.
         future._pebble_cancel = self._core.cancel
@@ -357,7 +363,16 @@ class ProcessPool(BasePool):
     def _submit_chunk(self, timeout: Optional[float], function: Callable[..., Any],
                       star: bool, chunk: tuple) -> ProcessFuture[Any]:
         args = (function, chunk) if star else (function, chunk, False)
-        return self.schedule(_worker.process_chunk, args=args, timeout=timeout)
+        try:
+            return self.schedule(_worker.process_chunk, args=args, timeout=timeout)
+        except RuntimeError:
+            # The pool broke while the map was still taking its input: the
+            # chunks it takes afterwards fail with the pool's error, as the
+            # chunks scheduled before the break do.
+            error = self._pool_error()
+            if error is None:
+                raise
+            return _failed_future(error)
 
     # -- lifecycle hooks -----------------------------------------------------
 
