@@ -95,12 +95,13 @@ task_resolve(pebble_state *st, completer_ctx *cx, pp_task *t)
     }
     else {
         r = PyObject_CallFunction(cx->resolve,
-                                  "Oidii",
+                                  "OidiiK",
                                   t->future,
                                   t->outcome,
                                   t->timeout_ns >= 0 ? (double)t->timeout_ns / 1e9 : -1.0,
                                   t->exitcode,
-                                  (int)t->pid);
+                                  (int)t->pid,
+                                  (unsigned long long)t->len);
     }
     if (r == NULL) {
         if (PyErr_ExceptionMatches(cx->invalid_state))

@@ -96,9 +96,7 @@ pb_frame_parse(pb_frame_reader *r, const char *buf, size_t len, size_t *off,
         *off += sizeof(pb_frame_hdr);
         if (pb_frame_check(&r->hdr) < 0)
             return PB_PARSE_BAD;
-        r->data = alloc(ctx, &r->hdr);
-        if (r->data == NULL)
-            return PB_PARSE_NOMEM;
+        r->data = alloc(ctx, &r->hdr); /* without storage, the payload is skipped */
         r->have_hdr = 1;
         r->got = 0;
     }
@@ -106,15 +104,18 @@ pb_frame_parse(pb_frame_reader *r, const char *buf, size_t len, size_t *off,
     if (take > r->hdr.len - r->got)
         take = (size_t)(r->hdr.len - r->got);
     if (take > 0) {
-        memcpy(r->data + r->got, buf + *off, take);
+        if (r->data != NULL)
+            memcpy(r->data + r->got, buf + *off, take);
         r->got += take;
         *off += take;
     }
     if (r->got < r->hdr.len)
         return PB_PARSE_MORE;
-    *payload = r->data;
-    r->data = NULL;
     r->have_hdr = 0;
+    *payload = r->data;
+    if (r->data == NULL)
+        return PB_PARSE_NOMEM;
+    r->data = NULL;
     return PB_PARSE_FRAME;
 }
 

@@ -68,8 +68,8 @@ PEBBLE_HIDDEN int pb_frame_write(int fd, uint64_t id, uint32_t kind, Py_buffer *
 typedef struct {
     pb_frame_hdr hdr; /* the frame's header, once have_hdr */
     int have_hdr;     /* the header is in, the payload still coming */
-    char *data;       /* storage for hdr.len payload bytes */
-    size_t got;       /* payload bytes in data */
+    char *data;       /* storage for hdr.len payload bytes; NULL while skipping */
+    size_t got;       /* payload bytes in data (or skipped) */
 } pb_frame_reader;
 
 /* Returns storage for the payload of the frame h heads, or NULL. */
@@ -77,16 +77,21 @@ typedef char *(*pb_frame_alloc_fn)(void *ctx, const pb_frame_hdr *h);
 
 /* What pb_frame_parse() found. */
 enum {
-    PB_PARSE_NOMEM = -2, /* alloc returned NULL */
-    PB_PARSE_BAD = -1,   /* a header with an impossible length */
-    PB_PARSE_MORE = 0,   /* every byte used, no frame complete */
-    PB_PARSE_FRAME = 1,  /* a frame is complete */
+    PB_PARSE_BAD = -1,  /* a header with an impossible length: the stream is lost */
+    PB_PARSE_MORE = 0,  /* every byte used, no frame complete */
+    PB_PARSE_FRAME = 1, /* a frame is complete */
+    PB_PARSE_NOMEM = 2, /* a frame is over, but alloc gave it no storage */
 };
 
 /* Feeds the bytes buf[*off:len] to r, advancing *off. On PB_PARSE_FRAME
  * r->hdr is the frame's header and *payload its storage, which the caller
  * now owns; call again for the next frame. Its payload may also be read
- * straight into r->data + r->got while r->have_hdr is set. */
+ * straight into r->data + r->got while r->data is set.
+ *
+ * A frame alloc gives no storage is read to its end and dropped, so the
+ * stream survives a frame too large for this process: PB_PARSE_NOMEM
+ * reports it, with r->hdr its header, once the last byte is in (the
+ * sender then knows the reader took all of it). */
 PEBBLE_HIDDEN int pb_frame_parse(pb_frame_reader *r, const char *buf, size_t len, size_t *off,
                                  pb_frame_alloc_fn alloc, void *ctx, char **payload);
 

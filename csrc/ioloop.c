@@ -174,7 +174,8 @@ proc_flush(ProcCore *self, pp_proc *p)
     }
 }
 
-/* Handles one complete frame from p. Takes ownership of data. */
+/* Handles one complete frame from p. Takes ownership of data, which is
+ * NULL for a frame whose payload could not be allocated. */
 static void
 proc_frame(ProcCore *self, pp_proc *p, pb_frame_hdr *h, char *data)
 {
@@ -228,7 +229,12 @@ proc_frame(ProcCore *self, pp_proc *p, pb_frame_hdr *h, char *data)
         t->data = data;
         t->len = (size_t)h->len;
         t->nbufs = h->nbufs;
-        task_finish(self, t, h->kind == PB_FRAME_RESULT ? OUT_RESULT : OUT_ERROR);
+        /* Without data the frame could not be allocated (and is skipped). */
+        task_finish(self,
+                    t,
+                    data == NULL                 ? OUT_NOMEM
+                    : h->kind == PB_FRAME_RESULT ? OUT_RESULT
+                                                 : OUT_ERROR);
         if (p->nqueued > 0) {
             pp_task *next = p->queued[0];
             memmove(&p->queued[0], &p->queued[1], (size_t)(p->nqueued - 1) * sizeof(pp_task *));
@@ -266,7 +272,7 @@ proc_fill(pp_proc *p)
     for (;;) {
         ssize_t r;
         pb_frame_reader *rd = &p->rd;
-        if (rd->have_hdr && p->slen == 0 && rd->got < rd->hdr.len) {
+        if (rd->have_hdr && rd->data != NULL && p->slen == 0 && rd->got < rd->hdr.len) {
             /* A large payload is read straight into its own block. */
             r = read(p->result_fd, rd->data + rd->got, (size_t)(rd->hdr.len - rd->got));
             if (r > 0) {
@@ -315,16 +321,26 @@ proc_parse(ProcCore *self, pp_proc *p)
         int rc = pb_frame_parse(&p->rd, p->stage, p->slen, &off, proc_alloc, NULL, &d);
         if (rc == PB_PARSE_MORE)
             break;
-        if (rc < 0) {
-            /* A corrupt header, or a frame it cannot hold: the channel is
-             * lost, and the worker is killed so its task expires. */
+        if (rc == PB_PARSE_BAD) {
+            /* A corrupt header: the rest of the stream cannot be read. The
+             * running task fails now, naming it; the worker is killed and
+             * the tasks queued behind go back to the queue. */
             off = p->slen;
             p->eof = 1;
             p->wfail = 1;
+            if (p->task != NULL) {
+                pp_task *t = p->task;
+                p->task = NULL;
+                t->len = (size_t)p->rd.hdr.len;
+                t->nbufs = p->rd.hdr.nbufs;
+                t->exitcode = -SIGKILL;
+                t->pid = p->pid;
+                task_finish(self, t, OUT_CORRUPT);
+            }
             break;
         }
         pb_frame_hdr h = p->rd.hdr;
-        proc_frame(self, p, &h, d);
+        proc_frame(self, p, &h, rc == PB_PARSE_NOMEM ? NULL : d);
         if (p->stage == NULL)
             return; /* the channel was closed meanwhile */
     }

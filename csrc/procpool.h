@@ -45,6 +45,8 @@ enum {
     OUT_CANCELLED, /* cancelled through the future: nothing to do */
     OUT_STOPPED,   /* dropped by stop(): cancel the future */
     OUT_BROKEN,    /* the pool entered the error state */
+    OUT_NOMEM,     /* its outcome's frame (len bytes) could not be allocated */
+    OUT_CORRUPT,   /* its worker sent a corrupt frame (len) and was killed */
 };
 
 /* What broke the pool, exported as FAIL_*; Python words the error. */

@@ -147,14 +147,19 @@ wr_data(PyObject *payload)
 
 /* Storage for a task frame's payload (pb_frame_alloc_fn). A frame with
  * out-of-band buffers lands in a bytearray, so the objects rebuilt over
- * them are writable, as the originals were. NULL with an exception set. */
+ * them are writable, as the originals were. NULL (no exception set) when
+ * it does not fit: the frame is skipped and reported by wr_parse(). */
 static char *
 wr_alloc(void *ctx, const pb_frame_hdr *h)
 {
     wreader *r = ctx;
     r->payload = h->nbufs ? PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)h->len)
                           : PyBytes_FromStringAndSize(NULL, (Py_ssize_t)h->len);
-    return r->payload != NULL ? wr_data(r->payload) : NULL;
+    if (r->payload == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    return wr_data(r->payload);
 }
 
 /* Appends the frame just read. 0 or -1 with an exception set. */
@@ -199,7 +204,15 @@ wr_parse(wreader *r)
                          (unsigned int)r->rd.hdr.nbufs);
             return -1;
         }
-        if (rc == PB_PARSE_NOMEM || wr_push(r) < 0)
+        if (rc == PB_PARSE_NOMEM) {
+            /* The frame did not fit in this process: its payload was
+             * skipped, and a MemoryError stands in for it. */
+            PyErr_Format(PyExc_MemoryError,
+                         "a frame of %llu bytes could not be allocated in the worker",
+                         (unsigned long long)r->rd.hdr.len);
+            r->payload = PyErr_GetRaisedException_compat();
+        }
+        if (wr_push(r) < 0)
             return -1;
     }
     if (r->soff == r->slen)
@@ -222,7 +235,8 @@ wr_fill(wreader *r, int block)
         char *dst;
         size_t room;
         pb_frame_reader *rd = &r->rd;
-        int direct = rd->have_hdr && r->soff == r->slen && rd->hdr.len - rd->got >= WSTAGE;
+        int direct = rd->have_hdr && rd->data != NULL && r->soff == r->slen
+                     && rd->hdr.len - rd->got >= WSTAGE;
         if (direct) {
             /* A large payload goes straight into its bytes object. */
             dst = rd->data + rd->got;
@@ -398,6 +412,10 @@ pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             result = Py_NewRef(Py_None);
             goto done;
         }
+        if (PyExceptionInstance_Check(f.payload) && kind != PB_FRAME_TASK) {
+            PyErr_SetRaisedException_compat(f.payload); /* setup cannot go on */
+            goto done;
+        }
         if (kind == PB_FRAME_PREPARE || kind == PB_FRAME_INIT) {
             PyObject *k = PyLong_FromLong(kind);
             PyObject *res = k ? PyObject_CallFunctionObjArgs(setup, k, f.payload, NULL) : NULL;
@@ -437,7 +455,11 @@ pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto done;
         }
         PyObject *res = NULL;
-        if (f.h.nbufs) {
+        if (PyExceptionInstance_Check(f.payload)) {
+            /* A task too large to receive fails with that error. */
+            res = PyObject_CallOneArg(execute, f.payload);
+        }
+        else if (f.h.nbufs) {
             PyObject *data, *buffers;
             if (wr_split(f.payload, f.h.nbufs, &data, &buffers) == 0)
                 res = PyObject_CallFunctionObjArgs(execute, data, buffers, NULL);

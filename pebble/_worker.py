@@ -179,7 +179,12 @@ _pickler = pickle.Pickler(_chunks, 5, buffer_callback=_buffers.append)
 
 
 def _execute(payload: Any, buffers: Optional[list] = None) -> Tuple[int, Any, Optional[list]]:
-    """Run one task: payload is the pickled (function, args, kwargs), with its buffers."""
+    """Run one task: payload is the pickled (function, args, kwargs), with its buffers.
+
+    A task whose frame could not be received has the error instead.
+    """
+    if isinstance(payload, BaseException):
+        return _dump_error(payload)
     try:
         if buffers is not None:
             function, args, kwargs = pickle.loads(payload, buffers=buffers)

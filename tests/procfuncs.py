@@ -330,3 +330,38 @@ def record_pid(path, seconds=0.0):
     if seconds:
         time.sleep(seconds)
     return os.getpid()
+
+
+# -- frames a worker should never send -------------------------------------
+
+def _result_fd():
+    """The worker's result pipe, found in the frame of the worker loop."""
+    import sys
+    frame = sys._getframe()
+    while frame is not None and frame.f_code.co_name != "_serve":
+        frame = frame.f_back
+    return frame.f_locals["result_fd"]
+
+
+def send_frame_header(length, nbufs=0, kind=11, task_id=0):
+    """Write a bare frame header to the result pipe, then wait to be stopped."""
+    import struct
+    os.write(_result_fd(), struct.pack("=QQII", task_id, length, kind, nbufs))
+    time.sleep(60)
+    return "not stopped"
+
+
+def return_with_soft_limit_raised(size):
+    """Return *size* bytes, lifting this worker's address-space limit first."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
+    return bytearray(size)
+
+
+def init_limit_address_space(headroom):
+    """Initializer: leave this worker *headroom* bytes of address space."""
+    import resource
+    with open("/proc/self/statm") as statm:
+        used = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    resource.setrlimit(resource.RLIMIT_AS, (used + headroom, resource.RLIM_INFINITY))

@@ -186,6 +186,68 @@ def test_exception_that_cannot_be_rebuilt(pool):
     assert_pool_works(pool)
 
 
+@pytest.mark.parametrize("length, nbufs", [(1 << 50, 0), (8, 5)],
+                         ids=["absurd length", "table longer than the frame"])
+def test_corrupt_frame_fails_the_task_and_replaces_the_worker(pool1, length, nbufs):
+    pid = worker_pid(pool1)
+    start = time.monotonic()
+    error = pool1.schedule(pf.send_frame_header, args=(length, nbufs)).exception(timeout=30)
+    assert time.monotonic() - start < 5
+    assert isinstance(error, ProcessExpired)
+    assert "corrupt frame" in str(error)
+    assert error.pid == pid
+    assert wait_until(lambda: pid_gone(pid), 10)
+    assert worker_pid(pool1) != pid
+    assert_pool_works(pool1)
+
+
+UNALLOCATABLE = """
+import multiprocessing, os, resource, sys
+sys.path.insert(0, {tests!r})
+import procfuncs as pf
+from pebble import ProcessPool
+
+if __name__ == "__main__":
+    pool = ProcessPool(1, context=multiprocessing.get_context({method!r}))
+    pid = pool.schedule(os.getpid).result(30)
+    with open("/proc/self/statm") as statm:
+        used = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    resource.setrlimit(resource.RLIMIT_AS, (used + (300 << 20), resource.RLIM_INFINITY))
+    error = pool.schedule(pf.return_with_soft_limit_raised, args=(600 << 20,)).exception(60)
+    resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    print(type(error).__name__, error)
+    print("same worker" if pool.schedule(os.getpid).result(30) == pid else "new worker")
+    print(pool.schedule(pf.add, args=(1, 2)).result(30))
+    pool.close()
+    pool.join(30)
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_result_the_parent_cannot_allocate_is_a_memory_error(method):
+    done = run_script(UNALLOCATABLE.format(tests=TESTS_DIR, method=method), timeout=120)
+    output = done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("MemoryError"), output
+    assert "could not be allocated" in lines[0]
+    assert lines[1:] == ["same worker", "3"], output
+
+
+def test_arguments_the_worker_cannot_allocate_are_a_memory_error(context):
+    pool = ProcessPool(1, context=context, initializer=pf.init_limit_address_space,
+                       initargs=(300 << 20,))
+    try:
+        pid = pool.schedule(os.getpid).result(30)
+        error = pool.schedule(len, args=(bytearray(600 << 20),)).exception(60)
+        assert isinstance(error, MemoryError)
+        assert "could not be allocated in the worker" in str(error)
+        assert pool.schedule(os.getpid).result(30) == pid  # the same worker goes on
+        assert pool.schedule(pf.add, args=(1, 2)).result(30) == 3
+    finally:
+        pool.stop()
+        pool.join(30)
+
+
 # -- timeouts and cancel -------------------------------------------------------------
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])

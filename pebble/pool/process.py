@@ -257,7 +257,7 @@ class ProcessPool(BasePool):
                     self._error = self._broken
 
     def _resolve(self, future: ProcessFuture, outcome: int, timeout: float,
-                 exitcode: int, pid: int) -> None:
+                 exitcode: int, pid: int, size: int) -> None:
         """Resolve *future* for outcomes that carry no payload (I/O thread verdicts)."""
         if outcome == _pebble.OUT_TIMEOUT:
             future.set_exception(TimeoutError("Task timeout", timeout))
@@ -268,6 +268,13 @@ class ProcessPool(BasePool):
                 future.set_exception(self._broken)
             else:
                 future.cancel()
+        elif outcome == _pebble.OUT_NOMEM:
+            future.set_exception(MemoryError(
+                "The task's outcome (%d bytes) could not be allocated in the parent" % size))
+        elif outcome == _pebble.OUT_CORRUPT:
+            future.set_exception(ProcessExpired(
+                "The worker sent a corrupt frame (length %d) and was killed" % size,
+                code=exitcode, pid=pid))
         elif outcome == _pebble.OUT_BROKEN:
             self._sync_state()
             error = self._pool_error() or RuntimeError("Unexpected error within the Pool")
