@@ -246,7 +246,7 @@ def test_join_again_after_ctrl_c_still_waits(kind):
         pool = ThreadPool(1)
     else:
         pool = ProcessPool(1, context=multiprocessing.get_context("fork"))
-    future = pool.schedule(time.sleep, (1.5,))
+    future = pool.schedule(time.sleep, (3,))  # long enough for a loaded machine
     while not future.running():
         time.sleep(0.01)
     pool.close()
