@@ -250,11 +250,17 @@ def test_join_again_after_ctrl_c_still_waits(kind):
     while not future.running():
         time.sleep(0.01)
     pool.close()
-    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        pool.join()
-    timer.join()
+    # Python leaves SIGINT alone when it starts with it ignored (as in a
+    # background job): Ctrl-C must mean KeyboardInterrupt here.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            pool.join()
+        timer.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert not future.done()
     pool.join()
     assert future.done() and future.result() is None
