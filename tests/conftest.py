@@ -33,7 +33,10 @@ from proctools import CHEAP_START_METHODS, START_METHODS  # noqa: E402  (needs t
 
 def pytest_addoption(parser):
     parser.addoption("--soak", action="store_true", default=False,
-                     help="run the soak test at full size (three million tasks)")
+                     help="run the soak tests at full size (three million tasks, "
+                          "the randomized checker for --soak-minutes)")
+    parser.addoption("--soak-minutes", type=float, default=30.0,
+                     help="how long the randomized checker runs under --soak")
 
 
 @pytest.fixture(scope="session")

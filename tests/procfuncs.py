@@ -365,3 +365,38 @@ def init_limit_address_space(headroom):
     with open("/proc/self/statm") as statm:
         used = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
     resource.setrlimit(resource.RLIMIT_AS, (used + headroom, resource.RLIM_INFINITY))
+
+
+# -- the randomized checker's tasks ----------------------------------------
+
+CHECKED_KINDS = ("quick", "slow", "raise", "exit", "huge", "unpicklable", "unloadable",
+                 "stubborn")
+HUGE = 3 << 20
+
+
+def checked_task(kind, record_dir, task_id, seconds=0.0):
+    """One task of the checker: records each execution, then behaves as *kind*."""
+    fd = os.open(os.path.join(record_dir, str(task_id)), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.write(fd, b"%d\n" % os.getpid())
+    os.close(fd)
+    if kind == "slow":
+        time.sleep(seconds)
+    elif kind == "raise":
+        raise CustomError(task_id)
+    elif kind == "exit":
+        os._exit(3)
+    elif kind == "huge":
+        return bytes(HUGE) + b"%d" % task_id
+    elif kind == "unpicklable":
+        return threading.Lock()
+    elif kind == "unloadable":
+        return FailsUnpickling("checker")
+    elif kind == "stubborn":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(60)
+    return task_id * 2
+
+
+def checked_element(record_dir, task_id):
+    """One element of a checked map: recorded, then doubled."""
+    return checked_task("quick", record_dir, task_id)
