@@ -17,7 +17,7 @@ Implementations:
     a temporary directory.
 ``upstream``
     upstream Pebble from PyPI, installed on first use with
-    ``python -m pip install --target benchmarks/.upstream pebble`` and put
+    ``python -m pip install --target benchmarks/.upstream pebble==5.2.3`` and put
     first on PYTHONPATH for its runs only.  If it cannot be installed, its
     rows say so and the other implementations still run.
 ``futures``, ``multiprocessing``
@@ -67,6 +67,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKLOADS_PY = os.path.join(HERE, "workloads.py")
 UPSTREAM_DIR = os.path.join(HERE, ".upstream")
+#: The release this project is a drop-in for.
+UPSTREAM_VERSION = "5.2.3"
 
 sys.path.insert(0, HERE)
 import workloads  # noqa: E402
@@ -105,7 +107,7 @@ def ensure_upstream():
         return True, upstream_version()
     log("installing upstream Pebble into %s ..." % UPSTREAM_DIR)
     command = [sys.executable, "-m", "pip", "install", "--quiet",
-               "--target", UPSTREAM_DIR, "pebble"]
+               "--target", UPSTREAM_DIR, "pebble==%s" % UPSTREAM_VERSION]
     try:
         done = subprocess.run(command, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True,
