@@ -136,3 +136,153 @@ pb_frame_split(const char *payload, size_t len, uint32_t nbufs, pb_span *spans)
     }
     return 0;
 }
+
+/* -- frame_scan(): the parser, driven from Python --------------------------
+ *
+ * Cuts bytes into frames exactly as both ends of a channel do, fed in
+ * pieces of `step` bytes, so the parser can be fuzzed without a worker.
+ * Storage is refused past `limit` bytes, as a process out of memory
+ * would refuse it. Returns a list of tuples:
+ *
+ *     ("frame", kind, id, len, nbufs, split)  split: the buffers' lengths,
+ *                                             or None if the table is bad
+ *     ("nomem", kind, id, len, nbufs)         read to its end and dropped
+ *     ("bad", len, nbufs)                     the stream is lost here
+ *     ("more",)                               the input ended mid-frame
+ */
+
+typedef struct {
+    uint64_t limit;
+} scan_ctx;
+
+static char *
+scan_alloc(void *ctx, const pb_frame_hdr *h)
+{
+    if (h->len > ((scan_ctx *)ctx)->limit)
+        return NULL;
+    return malloc(h->len ? (size_t)h->len : 1);
+}
+
+static PyObject *
+scan_split(const char *payload, const pb_frame_hdr *h)
+{
+    if (h->nbufs == 0)
+        return PyTuple_New(0);
+    pb_span *spans = malloc(((size_t)h->nbufs + 1) * sizeof(pb_span));
+    if (spans == NULL)
+        return PyErr_NoMemory();
+    PyObject *out = NULL;
+    if (pb_frame_split(payload, (size_t)h->len, h->nbufs, spans) < 0) {
+        out = Py_NewRef(Py_None);
+    }
+    else if ((out = PyTuple_New(h->nbufs)) != NULL) {
+        for (uint32_t i = 0; i < h->nbufs; i++) {
+            PyObject *n = PyLong_FromSize_t(spans[i + 1].len);
+            if (n == NULL) {
+                Py_CLEAR(out);
+                break;
+            }
+            PyTuple_SET_ITEM(out, i, n);
+        }
+    }
+    free(spans);
+    return out;
+}
+
+static PyObject *
+pebble_frame_scan(PyObject *module, PyObject *args)
+{
+    Py_buffer in;
+    Py_ssize_t step;
+    unsigned long long limit;
+    if (!PyArg_ParseTuple(args, "y*nK:frame_scan", &in, &step, &limit))
+        return NULL;
+    PyObject *found = NULL;
+    pb_frame_reader r;
+    memset(&r, 0, sizeof(r));
+    scan_ctx ctx = {limit};
+    if (step <= 0) {
+        PyErr_SetString(PyExc_ValueError, "step must be positive");
+        goto done;
+    }
+    if ((found = PyList_New(0)) == NULL)
+        goto done;
+    const char *buf = in.buf;
+    size_t total = (size_t)in.len, fed = 0, off = 0;
+    int lost = 0;
+    for (;;) {
+        /* The reader sees the bytes fed so far; unparsed ones stay staged. */
+        char *payload = NULL;
+        int rc = pb_frame_parse(&r, buf, fed, &off, scan_alloc, &ctx, &payload);
+        PyObject *item = NULL;
+        if (rc == PB_PARSE_MORE) {
+            if (fed == total)
+                break;
+            fed = total - fed > (size_t)step ? fed + (size_t)step : total;
+            continue;
+        }
+        if (rc == PB_PARSE_FRAME) {
+            PyObject *split = scan_split(payload, &r.hdr);
+            free(payload);
+            if (split == NULL)
+                goto fail;
+            item = Py_BuildValue("(sIKKIN)",
+                                 "frame",
+                                 r.hdr.kind,
+                                 (unsigned long long)r.hdr.id,
+                                 (unsigned long long)r.hdr.len,
+                                 r.hdr.nbufs,
+                                 split);
+        }
+        else if (rc == PB_PARSE_NOMEM) {
+            item = Py_BuildValue("(sIKKI)",
+                                 "nomem",
+                                 r.hdr.kind,
+                                 (unsigned long long)r.hdr.id,
+                                 (unsigned long long)r.hdr.len,
+                                 r.hdr.nbufs);
+        }
+        else {
+            item = Py_BuildValue("(sKI)", "bad", (unsigned long long)r.hdr.len, r.hdr.nbufs);
+            lost = 1;
+        }
+        if (item == NULL || PyList_Append(found, item) < 0) {
+            Py_XDECREF(item);
+            goto fail;
+        }
+        Py_DECREF(item);
+        if (lost)
+            break;
+    }
+    if (!lost && (r.have_hdr || off < total)) {
+        PyObject *item = Py_BuildValue("(s)", "more");
+        if (item == NULL || PyList_Append(found, item) < 0) {
+            Py_XDECREF(item);
+            goto fail;
+        }
+        Py_DECREF(item);
+    }
+    goto done;
+fail:
+    Py_CLEAR(found);
+done:
+    free(r.data);
+    PyBuffer_Release(&in);
+    return found;
+}
+
+PyDoc_STRVAR(pebble_frame_scan_doc,
+             "frame_scan(data, step, limit) -> list\n\n"
+             "Cut data into channel frames as a worker channel's reader does, fed\n"
+             "step bytes at a time, refusing storage past limit bytes.");
+
+static PyMethodDef frame_methods[] = {
+    {"frame_scan", pebble_frame_scan, METH_VARARGS, pebble_frame_scan_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+pebble_frame_init(PyObject *module)
+{
+    return PyModule_AddFunctions(module, frame_methods);
+}

@@ -130,6 +130,8 @@ pebble_exec(PyObject *module)
         goto error;
     if (pebble_block_init(module, st) < 0)
         goto error;
+    if (pebble_frame_init(module) < 0)
+        goto error;
     if (pebble_worker_init(module) < 0)
         goto error;
     if (pebble_launcher_init(module) < 0)

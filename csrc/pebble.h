@@ -240,6 +240,7 @@ PEBBLE_HIDDEN void pb_reaper_kill_all(pb_reaper *r);
 
 /* worker.c: worker_run() and the frame kinds Python sends. */
 PEBBLE_HIDDEN int pebble_worker_init(PyObject *module);
+PEBBLE_HIDDEN int pebble_frame_init(PyObject *module);
 /* launcher.c: launcher_run() and set_parent_death_signal(). */
 PEBBLE_HIDDEN int pebble_launcher_init(PyObject *module);
 

@@ -400,3 +400,11 @@ def checked_task(kind, record_dir, task_id, seconds=0.0):
 def checked_element(record_dir, task_id):
     """One element of a checked map: recorded, then doubled."""
     return checked_task("quick", record_dir, task_id)
+
+
+def send_garbage(seed):
+    """Write seeded random bytes to the result pipe, then return."""
+    import random
+    rng = random.Random(seed)
+    os.write(_result_fd(), rng.randbytes(rng.randint(1, 100)))
+    return seed
