@@ -25,6 +25,7 @@ typedef struct {
     Py_buffer *frames; /* setup frames written into each new task pipe */
     uint32_t *kinds;
     int nframes;
+    int trees; /* each worker leads a process group; kills take the tree */
 } launcher;
 
 static void
@@ -63,7 +64,12 @@ spawn_worker(launcher *L, int task_r, int result_w)
     sigset_t none;
     sigemptyset(&none);
     posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+    short flags = POSIX_SPAWN_SETSIGMASK;
+    if (L->trees) {
+        posix_spawnattr_setpgroup(&attr, 0); /* a group of its own */
+        flags |= POSIX_SPAWN_SETPGROUP;
+    }
+    posix_spawnattr_setflags(&attr, flags);
     rc = posix_spawn(&pid, L->argv[0], &fa, &attr, L->argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
@@ -96,6 +102,8 @@ launcher_spawn(launcher *L, pb_ctl_msg *req, int child_fds[2])
         PyOS_BeforeFork();
         pid = fork();
         if (pid == 0) {
+            if (L->trees)
+                setpgid(0, 0); /* a group of its own, as its tasks' children */
             PyOS_AfterFork_Child();
             pb_set_parent_death_signal(me);
             close(L->ctl_fd);
@@ -108,6 +116,8 @@ launcher_spawn(launcher *L, pb_ctl_msg *req, int child_fds[2])
             return 1;
         }
         int err = errno;
+        if (pid > 0 && L->trees)
+            setpgid(pid, pid); /* whichever of the two runs first */
         PyOS_AfterFork_Parent();
         errno = err;
     }
@@ -161,11 +171,12 @@ launcher_report_exits(launcher *L)
 }
 
 PyDoc_STRVAR(pebble_launcher_run_doc,
-"launcher_run(ctl_fd, argv, frames, /)\n--\n\n"
+"launcher_run(ctl_fd, argv, frames, trees, /)\n--\n\n"
 "Serve the pool's control socket. argv is None to fork workers from this\n"
 "process, or the command line of a fresh worker interpreter; frames is a\n"
-"list of (kind, bytes) written to each new worker first. Return None when\n"
-"the pool goes away, or (task_fd, result_fd) inside a forked worker.");
+"list of (kind, bytes) written to each new worker first. With trees true,\n"
+"killing a worker kills the processes its tasks started too. Return None\n"
+"when the pool goes away, or (task_fd, result_fd) inside a forked worker.");
 
 static PyObject *
 pebble_launcher_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -173,12 +184,14 @@ pebble_launcher_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     launcher L;
     PyObject *result = NULL, *frames = NULL;
     memset(&L, 0, sizeof(L));
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "launcher_run() takes exactly 3 arguments");
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "launcher_run() takes exactly 4 arguments");
         return NULL;
     }
     L.ctl_fd = PyLong_AsInt_compat(args[0]);
     if (L.ctl_fd == -1 && PyErr_Occurred())
+        return NULL;
+    if ((L.trees = PyObject_IsTrue(args[3])) < 0)
         return NULL;
     if (args[1] != Py_None) {
         PyObject *seq = PySequence_Fast(args[1], "argv must be a sequence of str");
@@ -226,6 +239,7 @@ pebble_launcher_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetFromErrno(PyExc_OSError);
         goto done;
     }
+    pb_reaper_set_trees(L.reaper, L.trees);
 
     for (;;) {
         struct pollfd pfd[2] = {

@@ -222,6 +222,19 @@ PEBBLE_HIDDEN int pb_pidfd_open(pid_t pid);
 /* Signals the process behind a pidfd. 0 or -1 with errno set. */
 PEBBLE_HIDDEN int pb_pidfd_signal(int pidfd, int sig);
 
+/* Makes the calling process adopt the orphans among its descendants
+ * (PR_SET_CHILD_SUBREAPER). 0, or -1 where there is no such thing. */
+PEBBLE_HIDDEN int pb_set_child_subreaper(void);
+
+/* One entry of the process table. */
+typedef struct {
+    pid_t pid, ppid, pgid;
+} pb_procinfo;
+
+/* The processes of the system (*out, malloc, to free) and their count; 0
+ * where the table cannot be read, -1 when out of memory. */
+PEBBLE_HIDDEN int pb_process_table(pb_procinfo **out);
+
 /* reaper.c: the launcher's child tracking, with a descriptor that becomes
  * readable when a child may have exited. */
 typedef struct pb_reaper pb_reaper;
@@ -233,10 +246,15 @@ PEBBLE_HIDDEN int pb_reaper_add(pb_reaper *r, pid_t pid);
 /* Collects one exited child: returns its pid and stores the wait status,
  * 0 when none is ready, -1 on error. Call until it returns 0. */
 PEBBLE_HIDDEN pid_t pb_reaper_next(pb_reaper *r, int *status);
-/* Sends sig to a registered child that has not been reaped. */
+/* Sends sig to a registered child that has not been reaped; with trees
+ * set, to the processes it started too (see reaper.c). */
 PEBBLE_HIDDEN int pb_reaper_kill(pb_reaper *r, pid_t pid, int sig);
-/* SIGKILLs every registered child and waits for each. */
+/* SIGKILLs every registered child (with trees set, everything they
+ * started, and every orphan adopted) and waits for each. */
 PEBBLE_HIDDEN void pb_reaper_kill_all(pb_reaper *r);
+/* Kill trees: each child leads its own process group, and the caller is a
+ * subreaper. */
+PEBBLE_HIDDEN void pb_reaper_set_trees(pb_reaper *r, int trees);
 
 /* worker.c: worker_run() and the frame kinds Python sends. */
 PEBBLE_HIDDEN int pebble_worker_init(PyObject *module);

@@ -3,9 +3,11 @@
 
 #if defined(__linux__) && !defined(PEBBLE_FORCE_POSIX)
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -161,6 +163,63 @@ pb_set_parent_death_signal(pid_t expected_parent)
     /* The parent may have died before prctl took effect. */
     if (getppid() != expected_parent)
         _exit(70);
+}
+
+int
+pb_set_child_subreaper(void)
+{
+    return prctl(PR_SET_CHILD_SUBREAPER, 1) == 0 ? 0 : -1;
+}
+
+int
+pb_process_table(pb_procinfo **out)
+{
+    *out = NULL;
+    DIR *dir = opendir("/proc");
+    if (dir == NULL)
+        return 0;
+    int count = 0, cap = 0;
+    struct dirent *entry;
+    while ((entry = readdir(dir)) != NULL) {
+        char *end;
+        long pid = strtol(entry->d_name, &end, 10);
+        if (*end != '\0' || pid <= 0)
+            continue;
+        char path[64], line[512];
+        snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue; /* it exited meanwhile */
+        ssize_t n = read(fd, line, sizeof(line) - 1);
+        close(fd);
+        if (n <= 0)
+            continue;
+        line[n] = '\0';
+        /* "pid (comm) state ppid pgrp ...": comm may hold anything. */
+        char *close_paren = strrchr(line, ')');
+        char state;
+        int ppid, pgid;
+        if (close_paren == NULL || sscanf(close_paren + 1, " %c %d %d", &state, &ppid, &pgid) != 3)
+            continue;
+        if (count == cap) {
+            int grown = cap ? cap * 2 : 256;
+            pb_procinfo *more = realloc(*out, (size_t)grown * sizeof(**out));
+            if (more == NULL) {
+                free(*out);
+                *out = NULL;
+                closedir(dir);
+                return -1;
+            }
+            *out = more;
+            cap = grown;
+        }
+        (*out)[count].pid = (pid_t)pid;
+        (*out)[count].ppid = (pid_t)ppid;
+        (*out)[count].pgid = (pid_t)pgid;
+        count++;
+    }
+    closedir(dir);
+    return count;
 }
 
 int

@@ -149,6 +149,21 @@ pb_set_parent_death_signal(pid_t expected_parent)
 }
 
 int
+pb_set_child_subreaper(void)
+{
+    errno = ENOSYS;
+    return -1;
+}
+
+int
+pb_process_table(pb_procinfo **out)
+{
+    /* No portable process table: trees are killed by process group only. */
+    *out = NULL;
+    return 0;
+}
+
+int
 pb_pidfd_open(pid_t pid)
 {
     errno = ENOSYS;

@@ -51,9 +51,9 @@ def _run_then_exit(body: Any, *args: Any) -> None:
 
 
 def _launch(ctl_fd: int, argv: Optional[List[str]], frames: List[Tuple[int, bytes]],
-            init: Optional[Tuple[Any, tuple]]) -> Any:
+            init: Optional[Tuple[Any, tuple]], trees: bool) -> Any:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    channel = _pebble.launcher_run(ctl_fd, argv, frames)
+    channel = _pebble.launcher_run(ctl_fd, argv, frames, trees)
     if channel is not None:
         # A forked worker: serve its channel instead.
         return _serve(channel[0], channel[1], init)
@@ -67,9 +67,12 @@ def _serve(task_fd: int, result_fd: int, init: Optional[Tuple[Any, tuple]]) -> A
 
 
 def launcher_main(ctl_fd: int, argv: Optional[List[str]], frames: List[Tuple[int, bytes]],
-                  init: Optional[Tuple[Any, tuple]]) -> None:
-    """Serve the pool as its launcher; never returns."""
-    _run_then_exit(_launch, ctl_fd, argv, frames, init)
+                  init: Optional[Tuple[Any, tuple]], trees: bool = True) -> None:
+    """Serve the pool as its launcher; never returns.
+
+    With *trees*, killing a worker kills the processes its tasks started.
+    """
+    _run_then_exit(_launch, ctl_fd, argv, frames, init, trees)
 
 
 def worker_main(task_fd: int, result_fd: int, init: Optional[Tuple[Any, tuple]]) -> None:
@@ -106,12 +109,12 @@ def spawned_launcher_main(ctl_fd: int, boot_fd: int) -> None:
             except ImportError:
                 pass
         init = pickle.loads(config["init"]) if config["init"] else None
-        launcher_main(ctl_fd, None, [(_pebble.FRAME_INIT, b"")], init)
+        launcher_main(ctl_fd, None, [(_pebble.FRAME_INIT, b"")], init, config["trees"])
     else:
         argv = config["argv"] + [str(os.getpid())]
         frames = [(_pebble.FRAME_PREPARE, pickle.dumps(config["preparation"], 5)),
                   (_pebble.FRAME_INIT, config["init"])]
-        launcher_main(ctl_fd, argv, frames, None)
+        launcher_main(ctl_fd, argv, frames, None, config["trees"])
 
 
 def _prepare(data: dict) -> None:

@@ -408,3 +408,26 @@ def send_garbage(seed):
     rng = random.Random(seed)
     os.write(_result_fd(), rng.randbytes(rng.randint(1, 100)))
     return seed
+
+
+# -- processes started by tasks --------------------------------------------
+
+def start_child(record, how="plain", then_sleep=60.0):
+    """Start a `sleep 60` child, write its pid to *record*, then sleep.
+
+    *how*: "plain" (a child in the worker's group), "session" (a new session
+    that ignores SIGTERM), or "orphan" (a new session whose parent exits at
+    once, so it is adopted).
+    """
+    import subprocess
+    if how == "orphan":
+        subprocess.run(["sh", "-c", "setsid sleep 60 >/dev/null 2>&1 & echo $! > %s" % record],
+                       check=True)
+    else:
+        child = subprocess.Popen(["sh", "-c", "trap '' TERM; exec sleep 60"],
+                                 start_new_session=(how == "session"))
+        with open(record + ".tmp", "w") as out:
+            out.write(str(child.pid))
+        os.rename(record + ".tmp", record)
+    time.sleep(then_sleep)
+    return "done"

@@ -90,7 +90,7 @@ def _interpreter_command(code: str) -> list:
 
 
 def start_launcher(method: str, initializer: Any, initargs: tuple,
-                   preparation: Optional[dict]) -> Tuple[int, int]:
+                   preparation: Optional[dict], trees: bool = True) -> Tuple[int, int]:
     """Start the launcher process; return (control socket fd, launcher pid).
 
     *preparation* is the spawn preparation data (spawn and forkserver),
@@ -107,11 +107,13 @@ def start_launcher(method: str, initializer: Any, initargs: tuple,
                 # so its EOF alone cannot tell that the parent died.
                 _pebble.set_parent_death_signal(parent)
                 _worker.launcher_main(theirs.detach(), None,
-                                      [(_pebble.FRAME_INIT, b"")], (initializer, initargs))
+                                      [(_pebble.FRAME_INIT, b"")], (initializer, initargs),
+                                      trees)
             return ours.detach(), pid
         config = {
             "method": method,
             "parent": os.getpid(),
+            "trees": trees,
             "preparation": preparation,
             "init": _dumps((initializer, initargs)) if initializer is not None else b"",
             "argv": _interpreter_command(
@@ -157,14 +159,22 @@ class ProcessPool(BasePool):
     with *initargs* in every new worker; if it fails the pool enters an
     error state. *context* is a multiprocessing context (or the module
     itself) choosing the start method: fork, spawn or forkserver.
+
+    A worker stopped by a timeout, a cancel or the end of the pool takes
+    the processes its tasks started with it; *kill_tree* False leaves them
+    alone.
     """
 
     def __init__(self, max_workers: int = multiprocessing.cpu_count(),
                  max_tasks: int = 0,
                  initializer: Optional[Callable[..., Any]] = None,
                  initargs: Sequence[Any] = (),
-                 context: Any = multiprocessing, *, _spare: int = -1):
+                 context: Any = multiprocessing, *, kill_tree: bool = True,
+                 _spare: int = -1):
         super().__init__()
+        if not isinstance(kill_tree, bool):
+            raise TypeError("kill_tree must be a bool, not %s" % type(kill_tree).__name__)
+        self._kill_tree = kill_tree
         self._max_workers = check_max_workers(max_workers)
         self._max_tasks = check_max_tasks(max_tasks)
         self._initializer, self._initargs = check_initializer(initializer, initargs)
@@ -189,7 +199,8 @@ class ProcessPool(BasePool):
             # arena, whose reserved address space defeats RLIMIT_AS limits
             # set by an initializer: fork from the main thread when we can.
             try:
-                early = start_launcher(self._method, self._initializer, self._initargs, None)
+                early = start_launcher(self._method, self._initializer, self._initargs, None,
+                                       self._kill_tree)
             except BaseException as error:  # reported by the manager
                 early = error
         self._manager = threading.Thread(target=self._manage, args=(early, preparation),
@@ -208,7 +219,8 @@ class ProcessPool(BasePool):
             if isinstance(early, BaseException):
                 raise early
             ctl_fd, launcher = early or start_launcher(self._method, self._initializer,
-                                                       self._initargs, preparation)
+                                                       self._initargs, preparation,
+                                                       self._kill_tree)
         except BaseException as error:
             self._broken = error
             self._core.stop()
