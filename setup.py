@@ -30,6 +30,7 @@ SOURCES = [
     "csrc/channel.c",
     "csrc/frame.c",
     "csrc/worker.c",
+    "csrc/canceller.c",
     "csrc/launcher.c",
     "csrc/procpool.c",
     "csrc/tasktable.c",

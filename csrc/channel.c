@@ -167,10 +167,14 @@ pb_ctl_send(int sock, const pb_ctl_msg *msg, const int *fds, int nfds)
 {
     struct iovec iov = {(void *)msg, sizeof(*msg)};
     union {
-        char buf[CMSG_SPACE(2 * sizeof(int))];
+        char buf[CMSG_SPACE(PB_CTL_MAX_FDS * sizeof(int))];
         struct cmsghdr align;
     } control;
     struct msghdr mh;
+    if (nfds > PB_CTL_MAX_FDS) {
+        errno = EINVAL;
+        return -1;
+    }
     memset(&mh, 0, sizeof(mh));
     mh.msg_iov = &iov;
     mh.msg_iovlen = 1;
@@ -193,16 +197,27 @@ pb_ctl_send(int sock, const pb_ctl_msg *msg, const int *fds, int nfds)
     }
 }
 
+void
+pb_ctl_close_fds(int *fds)
+{
+    for (int i = 0; i < PB_CTL_MAX_FDS; i++) {
+        if (fds[i] >= 0)
+            close(fds[i]);
+        fds[i] = -1;
+    }
+}
+
 int
 pb_ctl_recv(int sock, pb_ctl_msg *msg, int *fds)
 {
     struct iovec iov = {msg, sizeof(*msg)};
     union {
-        char buf[CMSG_SPACE(2 * sizeof(int))];
+        char buf[CMSG_SPACE(PB_CTL_MAX_FDS * sizeof(int))];
         struct cmsghdr align;
     } control;
     struct msghdr mh;
-    fds[0] = fds[1] = -1;
+    for (int i = 0; i < PB_CTL_MAX_FDS; i++)
+        fds[i] = -1;
     for (;;) {
         memset(&mh, 0, sizeof(mh));
         mh.msg_iov = &iov;
@@ -224,9 +239,11 @@ pb_ctl_recv(int sock, pb_ctl_msg *msg, int *fds)
         for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm != NULL; cm = CMSG_NXTHDR(&mh, cm)) {
             if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
                 size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                int got[2] = {-1, -1};
-                memcpy(got, CMSG_DATA(cm), (count > 2 ? 2 : count) * sizeof(int));
-                for (size_t i = 0; i < count && i < 2; i++) {
+                int got[PB_CTL_MAX_FDS];
+                if (count > PB_CTL_MAX_FDS)
+                    count = PB_CTL_MAX_FDS; /* the buffer holds no more */
+                memcpy(got, CMSG_DATA(cm), count * sizeof(int));
+                for (size_t i = 0; i < count; i++) {
                     fds[i] = got[i];
 #ifndef MSG_CMSG_CLOEXEC
                     fcntl(got[i], F_SETFD, FD_CLOEXEC);
@@ -235,10 +252,7 @@ pb_ctl_recv(int sock, pb_ctl_msg *msg, int *fds)
             }
         }
         if ((size_t)n != sizeof(*msg)) {
-            if (fds[0] >= 0)
-                close(fds[0]);
-            if (fds[1] >= 0)
-                close(fds[1]);
+            pb_ctl_close_fds(fds);
             errno = EPROTO;
             return -1;
         }

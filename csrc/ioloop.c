@@ -201,21 +201,44 @@ proc_frame(ProcCore *self, pp_proc *p, pb_frame_hdr *h, char *data)
         free(data);
         pool_break(self, FAIL_INITIALIZER, 0);
         return;
-    case PB_FRAME_SKIPPED:
-        /* A queued task the worker dropped after its CANCEL frame. */
+    case PB_FRAME_SKIPPED: {
+        /* A queued task the worker dropped after its CANCEL frame: it never
+         * ran. It is cancelled, or, taken back for an idle worker, goes
+         * back to the pending queue. The worker may tell after the result
+         * before it, which made it the running task here. */
         free(data);
-        for (int i = 0; i < p->nqueued; i++) {
+        pp_task *t = NULL;
+        if (p->task != NULL && p->task->id == h->id) {
+            t = p->task;
+            p->task = NULL;
+            if (p->nqueued > 0) {
+                pp_task *next = p->queued[0];
+                memmove(
+                    &p->queued[0], &p->queued[1], (size_t)(p->nqueued - 1) * sizeof(pp_task *));
+                p->nqueued--;
+                task_start(self, p, next);
+            }
+        }
+        for (int i = 0; t == NULL && i < p->nqueued; i++) {
             if (p->queued[i]->id == h->id) {
-                pp_task *t = p->queued[i];
+                t = p->queued[i];
                 memmove(&p->queued[i],
                         &p->queued[i + 1],
                         (size_t)(p->nqueued - i - 1) * sizeof(pp_task *));
                 p->nqueued--;
-                task_finish(self, t, OUT_CANCELLED);
-                break;
             }
         }
+        if (t == NULL)
+            return;
+        if (t->steal && !t->cancel_requested) {
+            t->steal = 0;
+            pend_push_front(self, t);
+        }
+        else {
+            task_finish(self, t, OUT_CANCELLED);
+        }
         return;
+    }
     case PB_FRAME_RESULT:
     case PB_FRAME_ERROR:
         if (p->task == NULL || p->task->id != h->id) {
@@ -377,7 +400,7 @@ ctl_read(ProcCore *self)
 {
     for (;;) {
         pb_ctl_msg m;
-        int fds[2];
+        int fds[PB_CTL_MAX_FDS];
         int r = pb_ctl_recv(self->ctl_fd, &m, fds);
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
@@ -406,27 +429,26 @@ ctl_read(ProcCore *self)
             for (int i = 0; i < self->nprocs; i++)
                 if (self->procs[i].gen == m.gen)
                     p = &self->procs[i];
-            if (p == NULL || fds[0] < 0 || fds[1] < 0) {
-                if (fds[0] >= 0)
-                    close(fds[0]);
-                if (fds[1] >= 0)
-                    close(fds[1]);
+            if (p == NULL || fds[0] < 0 || fds[1] < 0 || fds[2] < 0) {
+                pb_ctl_close_fds(fds);
                 continue;
             }
             p->pid = m.pid;
             if (p->state == PROC_DYING) {
-                close(fds[0]);
-                close(fds[1]);
+                pb_ctl_close_fds(fds);
                 ctl_kill(self, p->pid, SIGKILL);
                 p->kill_at = -1;
                 continue;
             }
             p->task_fd = fds[0];
             p->result_fd = fds[1];
+            p->cancel_fd = fds[2];
             pb_fd_register(p->task_fd);
             pb_fd_register(p->result_fd);
+            pb_fd_register(p->cancel_fd);
             pb_set_nonblock(p->task_fd);
             pb_set_nonblock(p->result_fd);
+            pb_set_nonblock(p->cancel_fd);
             p->state = PROC_ALIVE;
             pb_loop_watch(self->loop, p->result_fd, PB_EV_READ);
         }
@@ -444,6 +466,23 @@ ctl_read(ProcCore *self)
             proc_exited(self, m.pid, m.arg);
         }
     }
+}
+
+int
+proc_send_cancel(pp_proc *p, pp_task *t)
+{
+    pb_frame_hdr h = {t->id, 0, PB_FRAME_CANCEL, 0};
+    ssize_t w = -1;
+    if (p->cancel_fd >= 0) {
+        /* One header: a pipe writes it whole or not at all. */
+        do {
+            w = write(p->cancel_fd, &h, sizeof(h));
+        } while (w < 0 && errno == EINTR);
+    }
+    if (w != (ssize_t)sizeof(h) && wq_push(p, PB_FRAME_CANCEL, t->id, NULL) < 0)
+        return -1;
+    t->cancel_sent = 1;
+    return 0;
 }
 
 /* Kills the workers running cancelled tasks; asks workers to drop the
@@ -465,9 +504,8 @@ handle_cancels(ProcCore *self)
         for (int j = 0; j < p->nqueued; j++) {
             pp_task *t = p->queued[j];
             /* Without room for the frame the task is killed if it starts. */
-            if (t->cancel_requested && !t->cancel_sent
-                && wq_push(p, PB_FRAME_CANCEL, t->id, NULL) == 0)
-                t->cancel_sent = 1;
+            if (t->cancel_requested && !t->cancel_sent)
+                proc_send_cancel(p, t);
         }
     }
 }
@@ -523,7 +561,9 @@ io_main(void *arg)
             while (self->pend_head)
                 task_finish(self, self->pend_head, OUT_STOPPED);
         schedule_work(self);
-        int64_t next = handle_deadlines(self);
+        int64_t next = handle_deadlines(self), steal = sched_next_steal(self);
+        if (steal >= 0 && (next < 0 || steal < next))
+            next = steal;
         if (self->done_head || self->started_head)
             pthread_cond_signal(&self->done_cond);
         if (self->state != S_RUNNING && self->nprocs == 0 && self->pend_head == NULL)

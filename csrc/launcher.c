@@ -38,28 +38,30 @@ launcher_free_argv(char **argv)
     free(argv);
 }
 
-/* Moves fd to a descriptor >= 10 so it cannot collide with 3 and 4. */
+/* Moves fd to a descriptor >= 10 so it cannot collide with 3, 4 and 5. */
 static int
 fd_high(int fd)
 {
     return fcntl(fd, F_DUPFD_CLOEXEC, 10);
 }
 
-/* Starts a worker in spawn mode. Returns its pid or -1 with errno set. */
+/* Starts a worker in spawn mode, its channel on fds 3 (tasks), 4 (results)
+ * and 5 (cancels). Returns its pid or -1 with errno set. */
 static pid_t
-spawn_worker(launcher *L, int task_r, int result_w)
+spawn_worker(launcher *L, int task_r, int result_w, int cancel_r)
 {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
     pid_t pid = -1;
-    int hr = fd_high(task_r), hw = fd_high(result_w), rc;
-    if (hr < 0 || hw < 0) {
+    int hr = fd_high(task_r), hw = fd_high(result_w), hc = fd_high(cancel_r), rc;
+    if (hr < 0 || hw < 0 || hc < 0) {
         rc = errno;
         goto done_fds;
     }
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, hr, 3);
     posix_spawn_file_actions_adddup2(&fa, hw, 4);
+    posix_spawn_file_actions_adddup2(&fa, hc, 5);
     posix_spawnattr_init(&attr);
     sigset_t none;
     sigemptyset(&none);
@@ -78,6 +80,8 @@ done_fds:
         close(hr);
     if (hw >= 0)
         close(hw);
+    if (hc >= 0)
+        close(hc);
     if (rc != 0) {
         errno = rc;
         return -1;
@@ -86,14 +90,15 @@ done_fds:
 }
 
 /* Handles a SPAWN request. In a forked worker *child_fds receives its
- * channel and 1 is returned; otherwise 0, or -1 with a Python error. */
+ * channel (task, result and cancel fds) and 1 is returned; otherwise 0,
+ * or -1 with a Python error. */
 static int
-launcher_spawn(launcher *L, pb_ctl_msg *req, int child_fds[2])
+launcher_spawn(launcher *L, pb_ctl_msg *req, int child_fds[3])
 {
-    int tp[2] = {-1, -1}, rp[2] = {-1, -1};
+    int tp[2] = {-1, -1}, rp[2] = {-1, -1}, cp[2] = {-1, -1};
     pb_ctl_msg reply = {PB_CTL_SPAWN_FAILED, req->slot, 0, 0, req->gen};
     pid_t pid;
-    if (pb_pipe(tp) < 0 || pb_pipe(rp) < 0) {
+    if (pb_pipe(tp) < 0 || pb_pipe(rp) < 0 || pb_pipe(cp) < 0) {
         reply.arg = errno;
         goto fail;
     }
@@ -111,8 +116,10 @@ launcher_spawn(launcher *L, pb_ctl_msg *req, int child_fds[2])
             L->reaper = NULL;
             close(tp[1]);
             close(rp[0]);
+            close(cp[1]);
             child_fds[0] = tp[0];
             child_fds[1] = rp[1];
+            child_fds[2] = cp[0];
             return 1;
         }
         int err = errno;
@@ -122,7 +129,7 @@ launcher_spawn(launcher *L, pb_ctl_msg *req, int child_fds[2])
         errno = err;
     }
     else {
-        pid = spawn_worker(L, tp[0], rp[1]);
+        pid = spawn_worker(L, tp[0], rp[1], cp[0]);
     }
     if (pid < 0) {
         reply.arg = errno;
@@ -130,7 +137,8 @@ launcher_spawn(launcher *L, pb_ctl_msg *req, int child_fds[2])
     }
     close(tp[0]);
     close(rp[1]);
-    tp[0] = rp[1] = -1;
+    close(cp[0]);
+    tp[0] = rp[1] = cp[0] = -1;
     pb_reaper_add(L->reaper, pid);
     /* The worker reads its setup frames before the first task. */
     for (int i = 0; i < L->nframes; i++) {
@@ -143,10 +151,11 @@ launcher_spawn(launcher *L, pb_ctl_msg *req, int child_fds[2])
     }
     reply.op = PB_CTL_SPAWNED;
     reply.pid = pid;
-    int fds[2] = {tp[1], rp[0]};
-    pb_ctl_send(L->ctl_fd, &reply, fds, 2);
+    int fds[3] = {tp[1], rp[0], cp[1]};
+    pb_ctl_send(L->ctl_fd, &reply, fds, 3);
     close(tp[1]);
     close(rp[0]);
+    close(cp[1]);
     return 0;
 fail:
     for (int i = 0; i < 2; i++) {
@@ -154,6 +163,8 @@ fail:
             close(tp[i]);
         if (rp[i] >= 0)
             close(rp[i]);
+        if (cp[i] >= 0)
+            close(cp[i]);
     }
     pb_ctl_send(L->ctl_fd, &reply, NULL, 0);
     return 0;
@@ -176,7 +187,8 @@ PyDoc_STRVAR(pebble_launcher_run_doc,
 "process, or the command line of a fresh worker interpreter; frames is a\n"
 "list of (kind, bytes) written to each new worker first. With trees true,\n"
 "killing a worker kills the processes its tasks started too. Return None\n"
-"when the pool goes away, or (task_fd, result_fd) inside a forked worker.");
+"when the pool goes away, or (task_fd, result_fd, cancel_fd) inside a\n"
+"forked worker.");
 
 static PyObject *
 pebble_launcher_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -260,12 +272,9 @@ pebble_launcher_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             launcher_report_exits(&L);
         if (pfd[0].revents) {
             pb_ctl_msg m;
-            int fds[2];
+            int fds[PB_CTL_MAX_FDS];
             int r = pb_ctl_recv(L.ctl_fd, &m, fds);
-            if (fds[0] >= 0)
-                close(fds[0]);
-            if (fds[1] >= 0)
-                close(fds[1]);
+            pb_ctl_close_fds(fds);
             if (r <= 0) {
                 if (r < 0 && (errno == EAGAIN || errno == EINTR))
                     continue;
@@ -273,10 +282,10 @@ pebble_launcher_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 goto shutdown;
             }
             if (m.op == PB_CTL_SPAWN) {
-                int child[2];
+                int child[3];
                 int s = launcher_spawn(&L, &m, child);
                 if (s == 1) {
-                    result = Py_BuildValue("(ii)", child[0], child[1]);
+                    result = Py_BuildValue("(iii)", child[0], child[1], child[2]);
                     goto done;
                 }
             }

@@ -29,6 +29,10 @@ proc_close_channels(ProcCore *self, pp_proc *p)
         pb_fd_close(p->result_fd);
         p->result_fd = -1;
     }
+    if (p->cancel_fd >= 0) {
+        pb_fd_close(p->cancel_fd);
+        p->cancel_fd = -1;
+    }
     free(p->stage);
     p->stage = NULL;
     p->slen = 0;
@@ -129,7 +133,7 @@ proc_spawn(ProcCore *self)
     memset(p, 0, sizeof(*p));
     p->state = PROC_STARTING;
     p->gen = ++self->next_gen;
-    p->task_fd = p->result_fd = -1;
+    p->task_fd = p->result_fd = p->cancel_fd = -1;
     p->kill_at = -1;
     p->ewma_ns = -1;
     pb_ctl_msg m = {PB_CTL_SPAWN, 0, 0, 0, p->gen};

@@ -175,9 +175,15 @@ PEBBLE_HIDDEN int pb_writev_all(int fd, struct iovec *iov, int iovcnt);
 PEBBLE_HIDDEN int pb_read_all(int fd, void *buf, size_t n);
 /* Sends a control message with optional descriptors. 0 or -1 (errno). */
 PEBBLE_HIDDEN int pb_ctl_send(int sock, const pb_ctl_msg *msg, const int *fds, int nfds);
-/* Receives a control message and up to 2 descriptors (set to -1 when
- * absent). Returns 1, 0 on EOF, -1 with errno set (EAGAIN when empty). */
+/* Descriptors one control message carries at most: a worker's channel,
+ * its task, result and cancel pipes. */
+#define PB_CTL_MAX_FDS 3
+/* Receives a control message and up to PB_CTL_MAX_FDS descriptors (the
+ * rest of fds set to -1). Returns 1, 0 on EOF, -1 with errno set (EAGAIN
+ * when empty). */
 PEBBLE_HIDDEN int pb_ctl_recv(int sock, pb_ctl_msg *msg, int *fds);
+/* Closes the descriptors pb_ctl_recv() stored in fds, and marks them -1. */
+PEBBLE_HIDDEN void pb_ctl_close_fds(int *fds);
 /* Descriptors the pools own in this process. A forked child closes them
  * all (pthread_atfork), so no other process keeps a pool's channels open. */
 PEBBLE_HIDDEN int pb_fd_registry_init(void);
@@ -255,6 +261,21 @@ PEBBLE_HIDDEN void pb_reaper_kill_all(pb_reaper *r);
 /* Kill trees: each child leads its own process group, and the caller is a
  * subreaper. */
 PEBBLE_HIDDEN void pb_reaper_set_trees(pb_reaper *r, int trees);
+
+/* canceller.c: the thread of a worker that answers CANCEL frames while a
+ * task runs. */
+typedef struct pb_canceller pb_canceller;
+/* Starts it on cancel_fd (-1: none), answering on result_fd. NULL with a
+ * Python exception set. */
+PEBBLE_HIDDEN pb_canceller *pb_canceller_start(int result_fd, int cancel_fd);
+/* Before the main thread runs task id: 1 if it was cancelled (drop it),
+ * else 0 with the task recorded as started. GIL held; released to wait. */
+PEBBLE_HIDDEN int pb_canceller_take(pb_canceller *c, uint64_t id);
+/* The main thread is done: nothing more is written. */
+PEBBLE_HIDDEN void pb_canceller_stop(pb_canceller *c);
+/* Whole frames on the result pipe: the main thread writes under this lock. */
+PEBBLE_HIDDEN void pb_canceller_lock_write(pb_canceller *c);
+PEBBLE_HIDDEN void pb_canceller_unlock_write(pb_canceller *c);
 
 /* worker.c: worker_run() and the frame kinds Python sends. */
 PEBBLE_HIDDEN int pebble_worker_init(PyObject *module);

@@ -79,6 +79,7 @@ typedef struct pp_task {
     int on_started;              /* queued on the started list already */
     int delivered;               /* its frame was fully written to the worker */
     int cancel_sent;             /* a CANCEL frame went after it */
+    int steal;                   /* that CANCEL takes it back for an idle worker */
     int64_t started_at;          /* when it became its worker's running task */
     struct pp_task *prev, *next; /* pending queue, then completion list */
     struct pp_task *snext;       /* started list (to mark futures running) */
@@ -104,6 +105,7 @@ typedef struct pp_proc {
     pid_t pid;               /* known once SPAWNED arrived */
     int task_fd;             /* write end, non-blocking */
     int result_fd;           /* read end, non-blocking */
+    int cancel_fd;           /* write end of its cancel pipe, non-blocking; -1 none */
     int ready;               /* READY received */
     int eof;                 /* result pipe reached EOF */
     pp_task *task;           /* running (the head of its queue), or NULL */
@@ -236,6 +238,10 @@ PEBBLE_HIDDEN void *io_main(void *arg);
 
 /* Queues a frame for p. Returns 0, or -1 when its output queue is full. */
 PEBBLE_HIDDEN int wq_push(pp_proc *p, uint32_t kind, uint64_t id, pp_task *t);
+/* Asks p to drop t, queued behind its running task, if it has not
+ * started it: on the cancel pipe, else in band. 0, or -1 when neither
+ * can take the frame now. */
+PEBBLE_HIDDEN int proc_send_cancel(pp_proc *p, pp_task *t);
 /* Reads and parses everything available now from p's result pipe. */
 PEBBLE_HIDDEN void proc_read(ProcCore *self, pp_proc *p);
 /* Queues a control message for the launcher and sends what it can. */
@@ -274,6 +280,9 @@ PEBBLE_HIDDEN void proc_write_failed(ProcCore *self, pp_proc *p);
 
 /* Keeps the worker count and hands pending tasks to workers. */
 PEBBLE_HIDDEN void schedule_work(ProcCore *self);
+/* When tasks queued behind a running one should be taken back for an
+ * idle worker (-1: no such moment); schedule_work() does it then. */
+PEBBLE_HIDDEN int64_t sched_next_steal(ProcCore *self);
 /* t became the task p runs: its timeout starts now, or when p is ready. */
 PEBBLE_HIDDEN void task_start(ProcCore *self, pp_proc *p, pp_task *t);
 /* Queues t for the completer to mark its future running. */

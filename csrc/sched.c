@@ -16,6 +16,13 @@
  * CANCEL frames for the tasks queued there still fit. */
 #define WQ_RESERVE 2
 
+/* A task queued behind a running one is taken back for an idle worker
+ * once the running one has run this long with nothing else to do for the
+ * idle one. Lower, short tasks wait less behind an unexpectedly long one;
+ * higher, fewer tasks are taken back that their worker was about to run
+ * anyway (the round trip of a CANCEL and its SKIPPED). */
+#define STEAL_AFTER_NS (2LL * 1000 * 1000)
+
 /* A worker's recent task duration is a moving average: the last task
  * counts for 1/DURATION_SCALE of it, so one slow task soon stops
  * pipelining and one fast task alone does not restart it. */
@@ -70,6 +77,72 @@ proc_dispatch(ProcCore *self, pp_proc *p, pp_task *t)
         task_start(self, p, t);
     else
         p->queued[p->nqueued++] = t;
+}
+
+/* An idle worker that could run a task now, or NULL. */
+static pp_proc *
+idle_worker(ProcCore *self)
+{
+    for (int i = 0; i < self->nprocs; i++) {
+        pp_proc *p = &self->procs[i];
+        if (p->state == PROC_ALIVE && p->ready && p->task == NULL && p->nqueued == 0
+            && !(self->max_tasks && p->ntasks >= self->max_tasks))
+            return p;
+    }
+    return NULL;
+}
+
+/* Whether p has queued tasks not yet asked back. */
+static int
+has_unstolen(pp_proc *p)
+{
+    for (int j = 0; j < p->nqueued; j++)
+        if (!p->queued[j]->cancel_sent)
+            return 1;
+    return 0;
+}
+
+int64_t
+sched_next_steal(ProcCore *self)
+{
+    int64_t next = -1, now = pebble_now_ns();
+    if ((self->state != S_RUNNING && self->state != S_CLOSING) || self->pend_head != NULL
+        || idle_worker(self) == NULL)
+        return -1; /* nothing to steal for; a worker going idle runs the loop */
+    for (int i = 0; i < self->nprocs; i++) {
+        pp_proc *p = &self->procs[i];
+        if (p->state != PROC_ALIVE || p->task == NULL || !has_unstolen(p))
+            continue;
+        int64_t at = p->task->started_at + STEAL_AFTER_NS;
+        if (at <= now)
+            at = now + STEAL_AFTER_NS; /* its frames found no room: try again later */
+        if (next < 0 || at < next)
+            next = at;
+    }
+    return next;
+}
+
+/* Takes back, for idle workers, the tasks queued behind a running task
+ * that has run for STEAL_AFTER_NS: no task waits behind a long one while
+ * another worker idles. The worker answers SKIPPED for those it had not
+ * started, and they return to the pending queue. */
+static void
+steal_queued(ProcCore *self)
+{
+    if (self->pend_head != NULL || idle_worker(self) == NULL)
+        return;
+    int64_t now = pebble_now_ns();
+    for (int i = 0; i < self->nprocs; i++) {
+        pp_proc *p = &self->procs[i];
+        if (p->state != PROC_ALIVE || p->task == NULL
+            || now < p->task->started_at + STEAL_AFTER_NS)
+            continue;
+        for (int j = 0; j < p->nqueued; j++) {
+            pp_task *t = p->queued[j];
+            if (!t->cancel_sent && proc_send_cancel(p, t) == 0)
+                t->steal = 1;
+        }
+    }
 }
 
 /* Keeps the worker count and hands pending tasks to idle workers. */
@@ -127,8 +200,15 @@ schedule_work(ProcCore *self)
             proc_dispatch(self, p, self->pend_head);
         }
     }
-    if (self->state == S_CLOSING && self->pend_head == NULL) {
-        /* Drained: idle workers are told to exit. */
+    if (self->state == S_RUNNING || self->state == S_CLOSING)
+        steal_queued(self);
+    int stealing = 0;
+    for (int i = 0; i < self->nprocs && !stealing; i++)
+        for (int j = 0; j < self->procs[i].nqueued; j++)
+            stealing |= self->procs[i].queued[j]->steal;
+    if (self->state == S_CLOSING && self->pend_head == NULL && !stealing) {
+        /* Drained: idle workers are told to exit (not while tasks taken
+         * back for them are on their way). */
         for (int i = 0; i < self->nprocs; i++) {
             pp_proc *p = &self->procs[i];
             if (p->state == PROC_ALIVE && p->task == NULL && p->nqueued == 0)

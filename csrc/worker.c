@@ -56,11 +56,12 @@ export_views(PyObject *seq_obj, Py_buffer *views, int *taken)
 }
 
 /* Sends a frame whose in-band pickle is data (a buffer or a list of
- * buffers) followed by the out-of-band buffers. 0 or -1 with an
- * exception set. The GIL is released while writing. */
+ * buffers) followed by the out-of-band buffers, holding c's write lock
+ * (c may be NULL). 0 or -1 with an exception set. The GIL is released
+ * while writing. */
 static int
-send_python_frame(int fd, uint64_t id, uint32_t kind, PyObject *data, PyObject *buffers,
-                  const uint64_t *skipped, int nskipped)
+send_python_frame(pb_canceller *c, int fd, uint64_t id, uint32_t kind, PyObject *data,
+                  PyObject *buffers, const uint64_t *skipped, int nskipped)
 {
     Py_buffer local[64], *views = local;
     int taken = 0, rc = -1;
@@ -86,9 +87,13 @@ send_python_frame(int fd, uint64_t id, uint32_t kind, PyObject *data, PyObject *
         goto done;
     int r, err = 0;
     Py_BEGIN_ALLOW_THREADS
+    if (c != NULL)
+        pb_canceller_lock_write(c);
     r = pb_frame_write(fd, id, kind, views, ninband, noob, skipped, nskipped);
     if (r < 0)
         err = errno;
+    if (c != NULL)
+        pb_canceller_unlock_write(c);
     Py_END_ALLOW_THREADS
     if (r < 0) {
         errno = err;
@@ -359,9 +364,10 @@ wr_take_cancels(wreader *r, uint64_t *skipped, int max)
 }
 
 PyDoc_STRVAR(pebble_worker_run_doc,
-"worker_run(task_fd, result_fd, setup, execute, /)\n--\n\n"
+"worker_run(task_fd, result_fd, cancel_fd, setup, execute, /)\n--\n\n"
 "Serve the worker's channel until a STOP frame or EOF (return None) or a\n"
-"failed initializer (return False). setup(kind, payload) handles PREPARE\n"
+"failed initializer (return False); cancel_fd (-1: none) carries CANCEL\n"
+"frames, answered while a task runs. setup(kind, payload) handles PREPARE\n"
 "and INIT frames and returns None or the pickled error of the initializer;\n"
 "execute(pickle[, buffers]) returns (kind, data, buffers) for a task; the\n"
 "task's out-of-band pickle buffers come as a list of memoryviews.");
@@ -371,16 +377,20 @@ pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     wreader r;
     PyObject *result = NULL;
+    pb_canceller *c = NULL;
     memset(&r, 0, sizeof(r));
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "worker_run() takes exactly 4 arguments");
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "worker_run() takes exactly 5 arguments");
         return NULL;
     }
     int task_fd = PyLong_AsInt_compat(args[0]);
     int result_fd = PyLong_AsInt_compat(args[1]);
+    int cancel_fd = PyLong_AsInt_compat(args[2]);
     if (PyErr_Occurred())
         return NULL;
-    PyObject *setup = args[2], *execute = args[3];
+    PyObject *setup = args[3], *execute = args[4];
+    if ((c = pb_canceller_start(result_fd, cancel_fd)) == NULL)
+        return NULL;
     r.fd = task_fd;
     r.stage = PyMem_Malloc(WSTAGE);
     if (r.stage == NULL || pb_set_nonblock(task_fd) < 0) {
@@ -424,7 +434,8 @@ pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             if (res == NULL)
                 goto done;
             if (res != Py_None) {
-                int rc = send_python_frame(result_fd, 0, PB_FRAME_INIT_ERROR, res, NULL, NULL, 0);
+                int rc =
+                    send_python_frame(c, result_fd, 0, PB_FRAME_INIT_ERROR, res, NULL, NULL, 0);
                 Py_DECREF(res);
                 if (rc == 0)
                     result = Py_NewRef(Py_False);
@@ -437,9 +448,11 @@ pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 memset(&none, 0, sizeof(none));
                 none.buf = "";
                 Py_BEGIN_ALLOW_THREADS
+                pb_canceller_lock_write(c);
                 rc = pb_frame_write(result_fd, 0, PB_FRAME_READY, &none, 1, 0, NULL, 0);
                 if (rc < 0)
                     err = errno;
+                pb_canceller_unlock_write(c);
                 Py_END_ALLOW_THREADS
                 if (rc < 0) {
                     errno = err;
@@ -453,6 +466,10 @@ pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             Py_DECREF(f.payload);
             PyErr_Format(PyExc_ValueError, "unexpected frame kind %u", kind);
             goto done;
+        }
+        if (pb_canceller_take(c, f.h.id)) {
+            Py_DECREF(f.payload); /* cancelled, and SKIPPED told already */
+            continue;
         }
         PyObject *res = NULL;
         if (PyExceptionInstance_Check(f.payload)) {
@@ -491,7 +508,8 @@ pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto done;
         }
         nskipped = wr_take_cancels(&r, skipped, 16);
-        int rc = send_python_frame(result_fd,
+        int rc = send_python_frame(c,
+                                   result_fd,
                                    f.h.id,
                                    (uint32_t)rkind,
                                    PyTuple_GET_ITEM(res, 1),
@@ -504,6 +522,7 @@ pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
 done:
     wr_clear(&r);
+    pb_canceller_stop(c);
     return result;
 }
 

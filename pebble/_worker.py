@@ -56,14 +56,15 @@ def _launch(ctl_fd: int, argv: Optional[List[str]], frames: List[Tuple[int, byte
     channel = _pebble.launcher_run(ctl_fd, argv, frames, trees)
     if channel is not None:
         # A forked worker: serve its channel instead.
-        return _serve(channel[0], channel[1], init)
+        return _serve(channel[0], channel[1], channel[2], init)
     return None
 
 
-def _serve(task_fd: int, result_fd: int, init: Optional[Tuple[Any, tuple]]) -> Any:
+def _serve(task_fd: int, result_fd: int, cancel_fd: int,
+           init: Optional[Tuple[Any, tuple]]) -> Any:
     global _INIT
     _INIT = init
-    return _pebble.worker_run(task_fd, result_fd, _setup, _execute)
+    return _pebble.worker_run(task_fd, result_fd, cancel_fd, _setup, _execute)
 
 
 def launcher_main(ctl_fd: int, argv: Optional[List[str]], frames: List[Tuple[int, bytes]],
@@ -75,19 +76,20 @@ def launcher_main(ctl_fd: int, argv: Optional[List[str]], frames: List[Tuple[int
     _run_then_exit(_launch, ctl_fd, argv, frames, init, trees)
 
 
-def worker_main(task_fd: int, result_fd: int, init: Optional[Tuple[Any, tuple]]) -> None:
+def worker_main(task_fd: int, result_fd: int, cancel_fd: int,
+                init: Optional[Tuple[Any, tuple]]) -> None:
     """Serve one worker channel, then exit the process."""
-    _run_then_exit(_serve, task_fd, result_fd, init)
+    _run_then_exit(_serve, task_fd, result_fd, cancel_fd, init)
 
 
 def spawn_main(launcher_pid: int) -> None:
-    """Entry point of a worker started as a fresh interpreter (fds 3 and 4)."""
+    """Entry point of a worker started as a fresh interpreter (fds 3, 4 and 5)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _pebble.set_parent_death_signal(launcher_pid)
     # Inherited through exec, so inheritable: programs the tasks run must not hold them.
-    os.set_inheritable(3, False)
-    os.set_inheritable(4, False)
-    worker_main(3, 4, None)
+    for fd in (3, 4, 5):
+        os.set_inheritable(fd, False)
+    worker_main(3, 4, 5, None)
 
 
 def spawned_launcher_main(ctl_fd: int, boot_fd: int) -> None:

@@ -23,13 +23,14 @@ def serve(data):
 
     task_r, task_w = os.pipe()
     result_r, result_w = os.pipe()
+    cancel_r, cancel_w = os.pipe()
     try:
         os.write(task_w, data)
         os.close(task_w)
         task_w = -1
-        _pebble.worker_run(task_r, result_w, lambda kind, payload: None, execute)
+        _pebble.worker_run(task_r, result_w, cancel_r, lambda kind, payload: None, execute)
     finally:
-        for fd in (task_r, task_w, result_r, result_w):
+        for fd in (task_r, task_w, result_r, result_w, cancel_w, cancel_r):
             if fd >= 0:
                 os.close(fd)
     return seen

@@ -829,3 +829,22 @@ def test_future_states(pool1):
     assert future.result(timeout=30) == "x"
     assert queued.result(timeout=30) == 2
     assert isinstance(future, Future)
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_no_task_waits_behind_a_long_one_while_a_worker_idles(method):
+    """Short tasks queued behind a task that turns out long are taken back
+    for the idle worker: they finish long before it does."""
+    import multiprocessing
+    with ProcessPool(2, context=multiprocessing.get_context(method)) as pool:
+        for _ in range(3):  # short tasks: the pool queues them behind running ones
+            assert sum(pool.map(abs, range(400), chunksize=1).result(30)) == sum(range(400))
+        start = time.monotonic()
+        long = pool.schedule(time.sleep, args=(4,))
+        shorts = [pool.schedule(abs, args=(-n,)) for n in range(40)]
+        for n, future in enumerate(shorts):
+            assert future.result(30) == n
+        waited = time.monotonic() - start
+        assert not long.done()
+        assert waited < 2, "short tasks waited %.2f s behind a long one" % waited
+        long.cancel()
