@@ -8,6 +8,7 @@ kills those too. ``kill_tree=False`` leaves them alone.
 import os
 import signal
 import time
+from concurrent.futures import TimeoutError
 
 import pytest
 
