@@ -29,7 +29,8 @@ struct pb_canceller {
     int started_next;
     uint64_t dropped[MAX_DROPPED];
     int ndropped;
-    int refs; /* the main thread and the canceller thread; the last frees */
+    int refs;      /* the main thread and the canceller thread; the last frees */
+    int listening; /* the thread was started (main thread only) */
 };
 
 static void
@@ -89,8 +90,6 @@ leave:
     return NULL;
 }
 
-/* Starts the canceller thread on cancel_fd (-1: none). NULL with an
- * exception set on failure. */
 pb_canceller *
 pb_canceller_start(int result_fd, int cancel_fd)
 {
@@ -104,24 +103,24 @@ pb_canceller_start(int result_fd, int cancel_fd)
     c->result_fd = result_fd;
     c->cancel_fd = cancel_fd;
     c->refs = 1;
-    if (cancel_fd < 0)
-        return c;
+    return c;
+}
+
+void
+pb_canceller_listen(pb_canceller *c)
+{
+    if (c->cancel_fd < 0 || c->listening)
+        return;
+    c->listening = 1;
     pthread_t thread;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 64 * 1024);
-    c->refs = 2;
-    int rc = pthread_create(&thread, &attr, canceller_main, c);
+    __atomic_add_fetch(&c->refs, 1, __ATOMIC_ACQ_REL);
+    if (pthread_create(&thread, &attr, canceller_main, c) != 0)
+        __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL); /* cancels stay in band */
     pthread_attr_destroy(&attr);
-    if (rc != 0) {
-        c->refs = 1;
-        canceller_release(c);
-        errno = rc;
-        PyErr_SetFromErrno(PyExc_OSError);
-        return NULL;
-    }
-    return c;
 }
 
 /* The main thread is done: the canceller writes nothing more. */

@@ -265,9 +265,15 @@ PEBBLE_HIDDEN void pb_reaper_set_trees(pb_reaper *r, int trees);
 /* canceller.c: the thread of a worker that answers CANCEL frames while a
  * task runs. */
 typedef struct pb_canceller pb_canceller;
-/* Starts it on cancel_fd (-1: none), answering on result_fd. NULL with a
+/* Sets it up for cancel_fd (-1: none), answering on result_fd. NULL with a
  * Python exception set. */
 PEBBLE_HIDDEN pb_canceller *pb_canceller_start(int result_fd, int cancel_fd);
+/* Starts its thread, once. A worker does so when it starts its second
+ * task: nothing is queued behind a worker's first (the pool has no
+ * duration for it yet), and a thread costs a short-lived worker a good
+ * part of a millisecond to start and take down. Cancels that came before
+ * are read then; without a thread they travel in band. */
+PEBBLE_HIDDEN void pb_canceller_listen(pb_canceller *c);
 /* Before the main thread runs task id: 1 if it was cancelled (drop it),
  * else 0 with the task recorded as started. GIL held; released to wait. */
 PEBBLE_HIDDEN int pb_canceller_take(pb_canceller *c, uint64_t id);

@@ -378,6 +378,7 @@ pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     wreader r;
     PyObject *result = NULL;
     pb_canceller *c = NULL;
+    uint64_t tasks_started = 0;
     memset(&r, 0, sizeof(r));
     if (nargs != 5) {
         PyErr_SetString(PyExc_TypeError, "worker_run() takes exactly 5 arguments");
@@ -467,6 +468,8 @@ pebble_worker_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             PyErr_Format(PyExc_ValueError, "unexpected frame kind %u", kind);
             goto done;
         }
+        if (tasks_started++ == 1)
+            pb_canceller_listen(c);
         if (pb_canceller_take(c, f.h.id)) {
             Py_DECREF(f.payload); /* cancelled, and SKIPPED told already */
             continue;
