@@ -21,11 +21,13 @@ cd "$root"
 # allocation goes through the sanitizer, and leaks at exit are not ours.
 export PYTHONMALLOC=malloc
 # handle_segv=0: the tests crash workers on purpose and expect SIGSEGV.
+# allocator_may_return_null=1: tests exhaust memory on purpose and expect
+# MemoryError, not an abort.
 # GCC 12's libasan does not intercept fork(), so its allocator is not
 # locked across it: a fork-mode pool started while another thread is inside
 # malloc can leave its launcher deadlocked. Such a start shows up as a test
 # timeout late in a full run (no sanitizer report); rerun that file alone.
-export ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:halt_on_error=1:exitcode=99:print_summary=1:handle_segv=0"
+export ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:halt_on_error=1:exitcode=99:print_summary=1:handle_segv=0:allocator_may_return_null=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export LD_PRELOAD="$libasan"
 if [ "$#" -gt 0 ]; then
