@@ -144,7 +144,9 @@ class MapFuture(_MapState, Future[Iterator[T]]):
         itself is cancelled only in the first case.
         """
         with self._condition:
-            if self._state != PENDING:
+            if self._state != PENDING or any(f.running() for f in self._run.futures):
+                # A chunk that runs cannot be stopped: the map goes on, and
+                # its results stay iterable beside the cancelled elements.
                 return self._run.cancel()
             # Seen as done meanwhile, so the chunks' callbacks leave it alone.
             self._state = CANCELLED

@@ -766,3 +766,27 @@ def test_ctrl_c_while_iterating_loses_nothing(pool, options):
         assert seen == list(range(24))
     else:
         assert sorted(seen) == list(range(24))
+
+
+def test_thread_map_cancel_keeps_the_running_chunk_results():
+    with ThreadPool(1) as pool:
+        started = threading.Event()
+
+        def work(value):
+            started.set()
+            time.sleep(0.2)
+            return value
+
+        future = pool.map(work, [1, 2, 3], chunksize=1)
+        assert started.wait(10)
+        assert future.cancel()
+        outcomes = []
+        iterator = future.result(timeout=10)
+        while True:
+            try:
+                outcomes.append(next(iterator))
+            except StopIteration:
+                break
+            except CancelledError:
+                outcomes.append("cancelled")
+        assert outcomes == [1, "cancelled", "cancelled"]
