@@ -42,6 +42,7 @@ SOURCES = [
     "csrc/platform_linux.c",
     "csrc/platform_posix.c",
     "csrc/reaper.c",
+    "csrc/forkcall.c",
 ]
 
 extra_compile_args = ["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter",

@@ -556,6 +556,7 @@ io_main(void *arg)
     else
         self->ctl_eof = 1;
     for (;;) {
+        adopt_pending(self);
         handle_cancels(self);
         if (self->state == S_STOPPING)
             while (self->pend_head)
@@ -566,9 +567,10 @@ io_main(void *arg)
             next = steal;
         if (self->done_head || self->started_head)
             pthread_cond_signal(&self->done_cond);
-        if (self->state != S_RUNNING && self->nprocs == 0 && self->pend_head == NULL)
+        int forks = self->nforking > 0 || self->adopt_head != NULL;
+        if (self->state != S_RUNNING && self->nprocs == 0 && self->pend_head == NULL && !forks)
             break;
-        if (self->ctl_eof && self->nprocs == 0 && self->state != S_RUNNING)
+        if (self->ctl_eof && self->nprocs == 0 && self->state != S_RUNNING && !forks)
             break;
         int nprocs = self->nprocs;
         pthread_mutex_unlock(&self->mutex);

@@ -14,6 +14,7 @@
 #include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -25,8 +26,73 @@ typedef struct {
     Py_buffer *frames; /* setup frames written into each new task pipe */
     uint32_t *kinds;
     int nframes;
-    int trees; /* each worker leads a process group; kills take the tree */
+    int trees;  /* each worker leads a process group; kills take the tree */
+    int inproc; /* a thread of the pool's own process (fork start method) */
+    /* Workers the caller forked at the pool's start (prefork()), handed out
+     * before any is forked here: pid and channel ends, -1 once taken. */
+    struct {
+        pid_t pid;
+        int fds[3];
+    } * stock;
+    int nstock;
 } launcher;
+
+/* Hands the pool a worker from the stock for req: 1 if one was left. */
+static int
+launcher_take_stock(launcher *L, pb_ctl_msg *req)
+{
+    for (int i = 0; i < L->nstock; i++) {
+        if (L->stock[i].pid <= 0)
+            continue;
+        pb_ctl_msg reply = {PB_CTL_SPAWNED, req->slot, L->stock[i].pid, 0, req->gen};
+        int *fds = L->stock[i].fds;
+        for (int k = 0; k < L->nframes; k++) {
+            int r;
+            Py_BEGIN_ALLOW_THREADS
+            r = pb_frame_write(fds[0], 0, L->kinds[k], &L->frames[k], 1, 0, NULL, 0);
+            Py_END_ALLOW_THREADS
+            if (r < 0)
+                break; /* it died already: EXITED will tell */
+        }
+        pb_ctl_send(L->ctl_fd, &reply, fds, 3);
+        for (int k = 0; k < 3; k++)
+            pb_fd_close(fds[k]);
+        L->stock[i].pid = -1;
+        return 1;
+    }
+    return 0;
+}
+
+/* A stocked worker that died before it was handed out is no news to the
+ * pool: it is forgotten. 1 if pid was one. */
+static int
+launcher_drop_stock(launcher *L, pid_t pid)
+{
+    for (int i = 0; i < L->nstock; i++) {
+        if (L->stock[i].pid == pid) {
+            for (int k = 0; k < 3; k++)
+                pb_fd_close(L->stock[i].fds[k]);
+            L->stock[i].pid = -1;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The common setup of a forked worker, in the child: a process group of
+ * its own (trees), the parent's end watched, its tasks' orphans kept
+ * below it when no launcher process adopts them. */
+static void
+forked_worker_setup(int trees, int subreaper, pid_t watch_parent)
+{
+    if (trees)
+        setpgid(0, 0); /* a group of its own, as its tasks' children */
+    PyOS_AfterFork_Child();
+    if (watch_parent > 0)
+        pb_set_parent_death_signal(watch_parent);
+    if (trees && subreaper)
+        pb_set_child_subreaper();
+}
 
 static void
 launcher_free_argv(char **argv)
@@ -107,11 +173,11 @@ launcher_spawn(launcher *L, pb_ctl_msg *req, int child_fds[3])
         PyOS_BeforeFork();
         pid = fork();
         if (pid == 0) {
-            if (L->trees)
-                setpgid(0, 0); /* a group of its own, as its tasks' children */
-            PyOS_AfterFork_Child();
-            pb_set_parent_death_signal(me);
-            close(L->ctl_fd);
+            /* In process, the forking thread is the launcher's: it lives
+             * as long as the pool. */
+            forked_worker_setup(L->trees, L->inproc, me);
+            if (!L->inproc)
+                close(L->ctl_fd); /* in process, registered: closed at the fork */
             pb_reaper_free(L->reaper);
             L->reaper = NULL;
             close(tp[1]);
@@ -139,7 +205,14 @@ launcher_spawn(launcher *L, pb_ctl_msg *req, int child_fds[3])
     close(rp[1]);
     close(cp[0]);
     tp[0] = rp[1] = cp[0] = -1;
-    pb_reaper_add(L->reaper, pid);
+    if (pb_reaper_add(L->reaper, pid) < 0) {
+        /* Nothing could tell of its exit: it must not run. */
+        reply.arg = errno ? errno : EMFILE;
+        kill(pid, SIGKILL);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        goto fail;
+    }
     /* The worker reads its setup frames before the first task. */
     for (int i = 0; i < L->nframes; i++) {
         int r;
@@ -176,19 +249,24 @@ launcher_report_exits(launcher *L)
     int status;
     pid_t pid;
     while ((pid = pb_reaper_next(L->reaper, &status)) > 0) {
+        if (launcher_drop_stock(L, pid))
+            continue;
         pb_ctl_msg m = {PB_CTL_EXITED, 0, pid, status, 0};
         pb_ctl_send(L->ctl_fd, &m, NULL, 0);
     }
 }
 
 PyDoc_STRVAR(pebble_launcher_run_doc,
-"launcher_run(ctl_fd, argv, frames, trees, /)\n--\n\n"
+"launcher_run(ctl_fd, argv, frames, trees, inproc=False, stock=None, /)\n--\n\n"
 "Serve the pool's control socket. argv is None to fork workers from this\n"
 "process, or the command line of a fresh worker interpreter; frames is a\n"
 "list of (kind, bytes) written to each new worker first. With trees true,\n"
-"killing a worker kills the processes its tasks started too. Return None\n"
-"when the pool goes away, or (task_fd, result_fd, cancel_fd) inside a\n"
-"forked worker.");
+"killing a worker kills the processes its tasks started too. With inproc\n"
+"true this is a thread of the pool's own process: workers are forks of it\n"
+"at the moment they start, exits are learnt from pidfds, and no other\n"
+"child of the process is touched; stock lists the workers prefork() made,\n"
+"handed out first. Return None when the pool goes away,\n"
+"or (task_fd, result_fd, cancel_fd) inside a forked worker.");
 
 static PyObject *
 pebble_launcher_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -196,8 +274,16 @@ pebble_launcher_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     launcher L;
     PyObject *result = NULL, *frames = NULL;
     memset(&L, 0, sizeof(L));
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "launcher_run() takes exactly 4 arguments");
+    struct pollfd *pfd = NULL;
+    int pfd_cap = 0;
+    if (nargs < 4 || nargs > 6) {
+        PyErr_SetString(PyExc_TypeError, "launcher_run() takes 4 to 6 arguments");
+        return NULL;
+    }
+    if (nargs >= 5 && (L.inproc = PyObject_IsTrue(args[4])) < 0)
+        return NULL;
+    if (L.inproc && args[1] != Py_None) {
+        PyErr_SetString(PyExc_ValueError, "an in-process launcher forks: argv must be None");
         return NULL;
     }
     L.ctl_fd = PyLong_AsInt_compat(args[0]);
@@ -246,29 +332,81 @@ pebble_launcher_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         L.kinds[i] = (uint32_t)kind;
         L.frames[i] = view;
     }
-    L.reaper = pb_reaper_new();
+    L.reaper = L.inproc ? pb_reaper_new_inproc() : pb_reaper_new();
     if (L.reaper == NULL) {
         PyErr_SetFromErrno(PyExc_OSError);
         goto done;
     }
     pb_reaper_set_trees(L.reaper, L.trees);
+    if (L.inproc)
+        pb_fd_register(L.ctl_fd); /* no other child of the process may hold it */
+    if (nargs == 6 && args[5] != Py_None && L.inproc) {
+        PyObject *seq = PySequence_Fast(args[5], "stock must be a sequence");
+        if (seq == NULL)
+            goto shutdown;
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+        L.stock = calloc((size_t)n + 1, sizeof(*L.stock));
+        if (L.stock == NULL) {
+            Py_DECREF(seq);
+            PyErr_NoMemory();
+            goto shutdown;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int pid, t, r, c;
+            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "iiii", &pid, &t, &r, &c)) {
+                Py_DECREF(seq);
+                goto shutdown;
+            }
+            L.stock[L.nstock].pid = pid;
+            L.stock[L.nstock].fds[0] = t;
+            L.stock[L.nstock].fds[1] = r;
+            L.stock[L.nstock].fds[2] = c;
+            L.nstock++;
+            if (pb_reaper_add(L.reaper, pid) < 0)
+                kill(pid, SIGKILL); /* reaped and dropped with the stock below */
+        }
+        Py_DECREF(seq);
+    }
 
     for (;;) {
-        struct pollfd pfd[2] = {
-            {L.ctl_fd, POLLIN, 0},
-            {pb_reaper_fd(L.reaper), POLLIN, 0},
-        };
-        int n;
+        /* The control socket, then the SIGCHLD pipe or (in process) one
+         * pidfd per child. */
+        int want = 2 + (L.inproc ? pb_reaper_count(L.reaper) : 0);
+        if (want > pfd_cap) {
+            struct pollfd *grown = realloc(pfd, (size_t)want * 2 * sizeof(*pfd));
+            if (grown == NULL) {
+                PyErr_NoMemory();
+                goto shutdown;
+            }
+            pfd = grown;
+            pfd_cap = want * 2;
+        }
+        pfd[0].fd = L.ctl_fd;
+        pfd[0].events = POLLIN;
+        pfd[0].revents = 0;
+        int npfd = 1;
+        if (L.inproc) {
+            npfd += pb_reaper_poll(L.reaper, pfd + 1, pfd_cap - 1);
+        }
+        else {
+            pfd[1].fd = pb_reaper_fd(L.reaper);
+            pfd[1].events = POLLIN;
+            pfd[1].revents = 0;
+            npfd = 2;
+        }
+        int n, exited = 0;
         Py_BEGIN_ALLOW_THREADS
         do {
-            n = poll(pfd, 2, -1);
+            n = poll(pfd, (nfds_t)npfd, -1);
         } while (n < 0 && errno == EINTR);
         Py_END_ALLOW_THREADS
         if (n < 0) {
             PyErr_SetFromErrno(PyExc_OSError);
             goto shutdown;
         }
-        if (pfd[1].revents)
+        for (int i = 1; i < npfd; i++)
+            exited |= pfd[i].revents != 0;
+        if (exited)
             launcher_report_exits(&L);
         if (pfd[0].revents) {
             pb_ctl_msg m;
@@ -281,6 +419,9 @@ pebble_launcher_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 result = Py_NewRef(Py_None);
                 goto shutdown;
             }
+            if (m.op == PB_CTL_SPAWN && launcher_take_stock(&L, &m)) {
+                continue;
+            }
             if (m.op == PB_CTL_SPAWN) {
                 int child[3];
                 int s = launcher_spawn(&L, &m, child);
@@ -292,6 +433,17 @@ pebble_launcher_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             else if (m.op == PB_CTL_KILL) {
                 pb_reaper_kill(L.reaper, m.pid, m.arg);
             }
+            else if (m.op == PB_CTL_ADOPT && L.inproc) {
+                if (pb_reaper_add(L.reaper, m.pid) < 0) {
+                    /* Unwatched, it would never be reported: end it now. */
+                    kill(m.pid, SIGKILL);
+                    int status = 0;
+                    while (waitpid(m.pid, &status, 0) < 0 && errno == EINTR)
+                        ;
+                    pb_ctl_msg e = {PB_CTL_EXITED, 0, m.pid, status, 0};
+                    pb_ctl_send(L.ctl_fd, &e, NULL, 0);
+                }
+            }
             else if (m.op == PB_CTL_EXIT) {
                 result = Py_NewRef(Py_None);
                 goto shutdown;
@@ -302,7 +454,15 @@ pebble_launcher_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 shutdown:
     /* The pool is gone: no worker may outlive it. */
     pb_reaper_kill_all(L.reaper);
+    if (L.inproc)
+        pb_fd_close(L.ctl_fd);
 done:
+    for (int i = 0; i < L.nstock; i++)
+        if (L.stock[i].pid > 0)
+            for (int k = 0; k < 3; k++)
+                pb_fd_close(L.stock[i].fds[k]);
+    free(L.stock);
+    free(pfd);
     pb_reaper_free(L.reaper);
     for (int i = 0; i < L.nframes; i++)
         PyBuffer_Release(&L.frames[i]);
@@ -328,7 +488,140 @@ pebble_set_pdeathsig(PyObject *module, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(pebble_prefork_doc,
+"prefork(n, trees, main_thread, /)\n--\n\n"
+"Fork n workers of a fork-mode pool from the calling thread, now. In the\n"
+"parent return (False, [(pid, task_fd, result_fd, cancel_fd), ...]), the\n"
+"pool's ends, for launcher_run()'s stock; in a worker (True, (task_fd,\n"
+"result_fd, cancel_fd)). A worker outlives its forking thread only if that\n"
+"is not the main thread.");
+
+static PyObject *
+pebble_prefork(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *list = NULL, *result = NULL;
+    int n, trees, main_thread;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "prefork() takes exactly 3 arguments");
+        return NULL;
+    }
+    n = PyLong_AsInt_compat(args[0]);
+    if ((n == -1 && PyErr_Occurred()) || (trees = PyObject_IsTrue(args[1])) < 0
+        || (main_thread = PyObject_IsTrue(args[2])) < 0)
+        return NULL;
+    list = PyList_New(0);
+    if (list == NULL)
+        return NULL;
+    pid_t me = getpid();
+    for (int i = 0; i < n; i++) {
+        int tp[2] = {-1, -1}, rp[2] = {-1, -1}, cp[2] = {-1, -1};
+        pid_t pid = -1;
+        int err = 0;
+        if (pb_pipe(tp) < 0 || pb_pipe(rp) < 0 || pb_pipe(cp) < 0) {
+            err = errno;
+        }
+        else {
+            PyOS_BeforeFork();
+            pid = fork();
+            if (pid == 0) {
+                forked_worker_setup(trees, 1, main_thread ? me : 0);
+                Py_CLEAR(list); /* the parent's: only closed here */
+                close(tp[1]);
+                close(rp[0]);
+                close(cp[1]);
+                return Py_BuildValue("(O(iii))", Py_True, tp[0], rp[1], cp[0]);
+            }
+            err = errno;
+            if (pid > 0 && trees)
+                setpgid(pid, pid);
+            PyOS_AfterFork_Parent();
+        }
+        for (int k = 0; k < 2; k++) {
+            if (tp[k] >= 0 && (pid < 0 || k == 0))
+                close(tp[k]);
+            if (rp[k] >= 0 && (pid < 0 || k == 1))
+                close(rp[k]);
+            if (cp[k] >= 0 && (pid < 0 || k == 0))
+                close(cp[k]);
+        }
+        if (pid < 0)
+            break; /* the launcher forks what is missing later */
+        (void)err;
+        pb_fd_register(tp[1]);
+        pb_fd_register(rp[0]);
+        pb_fd_register(cp[1]);
+        PyObject *entry = Py_BuildValue("(iiii)", (int)pid, tp[1], rp[0], cp[1]);
+        if (entry == NULL || PyList_Append(list, entry) < 0) {
+            Py_XDECREF(entry);
+            kill(pid, SIGKILL);
+            while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+            pb_fd_close(tp[1]);
+            pb_fd_close(rp[0]);
+            pb_fd_close(cp[1]);
+            goto error;
+        }
+        Py_DECREF(entry);
+    }
+    result = Py_BuildValue("(OO)", Py_False, list);
+error:
+    if (result == NULL && list != NULL) {
+        /* No stock without its launcher: they must not run. */
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+            int pid, t, r, c;
+            if (PyArg_ParseTuple(PyList_GET_ITEM(list, i), "iiii", &pid, &t, &r, &c)) {
+                kill(pid, SIGKILL);
+                while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+                    ;
+                pb_fd_close(t);
+                pb_fd_close(r);
+                pb_fd_close(c);
+            }
+        }
+    }
+    Py_XDECREF(list);
+    return result;
+}
+
+PyDoc_STRVAR(pebble_kill_descendants_doc,
+"kill_descendants(sig, /)\n--\n\n"
+"Send sig to every process below this one.");
+
+static PyObject *
+pebble_kill_descendants(PyObject *module, PyObject *arg)
+{
+    int sig = PyLong_AsInt_compat(arg);
+    if (sig == -1 && PyErr_Occurred())
+        return NULL;
+    pb_kill_descendants(getpid(), sig);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(pebble_can_fork_in_process_doc,
+"can_fork_in_process()\n--\n\n"
+"True where this process can watch its own children by pidfd, without a\n"
+"SIGCHLD handler: fork-mode workers and calls are then forks of it.");
+
+static PyObject *
+pebble_can_fork_in_process(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    int fd = pb_pidfd_open(getpid());
+    if (fd < 0)
+        Py_RETURN_FALSE;
+    close(fd);
+    Py_RETURN_TRUE;
+}
+
 static PyMethodDef launcher_methods[] = {
+    {"prefork", (PyCFunction)(void (*)(void))pebble_prefork, METH_FASTCALL, pebble_prefork_doc},
+    {"kill_descendants",
+     (PyCFunction)pebble_kill_descendants,
+     METH_O,
+     pebble_kill_descendants_doc},
+    {"can_fork_in_process",
+     (PyCFunction)pebble_can_fork_in_process,
+     METH_NOARGS,
+     pebble_can_fork_in_process_doc},
     {"launcher_run",
      (PyCFunction)(void (*)(void))pebble_launcher_run,
      METH_FASTCALL,

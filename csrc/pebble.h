@@ -152,6 +152,7 @@ enum {
     PB_CTL_SPAWN = 1,         /* pool -> launcher: start a worker for slot */
     PB_CTL_KILL = 2,          /* pool -> launcher: signal pid with arg */
     PB_CTL_EXIT = 3,          /* pool -> launcher: kill what is left and exit */
+    PB_CTL_ADOPT = 4,         /* pool -> launcher: reap and kill pid, a child forked elsewhere */
     PB_CTL_SPAWNED = 11,      /* launcher -> pool: slot's worker is pid */
     PB_CTL_SPAWN_FAILED = 12, /* launcher -> pool: errno in arg */
     PB_CTL_EXITED = 13,       /* launcher -> pool: pid exited, wait status in arg */
@@ -245,6 +246,16 @@ PEBBLE_HIDDEN int pb_process_table(pb_procinfo **out);
  * readable when a child may have exited. */
 typedef struct pb_reaper pb_reaper;
 PEBBLE_HIDDEN pb_reaper *pb_reaper_new(void);
+/* One in the pool's own process (see reaper.c); NULL with errno set. */
+PEBBLE_HIDDEN pb_reaper *pb_reaper_new_inproc(void);
+struct pollfd;
+/* In process: fills pfd with the children's pidfds (at most max); their
+ * count. */
+PEBBLE_HIDDEN int pb_reaper_poll(pb_reaper *r, struct pollfd *pfd, int max);
+/* Sends sig to every process below root (walking parent links). */
+PEBBLE_HIDDEN void pb_kill_descendants(pid_t root, int sig);
+/* Registered children not reaped yet. */
+PEBBLE_HIDDEN int pb_reaper_count(pb_reaper *r);
 PEBBLE_HIDDEN void pb_reaper_free(pb_reaper *r);
 PEBBLE_HIDDEN int pb_reaper_fd(pb_reaper *r);
 /* Registers a new child. 0 or -1. */

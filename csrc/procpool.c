@@ -88,6 +88,8 @@ ProcCore_traverse(ProcCore *self, visitproc visit, void *arg)
         rc = visit(t->future, arg);
     for (pp_task *t = self->done_head; t && !rc; t = t->next)
         rc = visit(t->future, arg);
+    for (pp_task *t = self->adopt_head; t && !rc; t = t->next)
+        rc = visit(t->future, arg);
     for (int i = 0; i < self->nprocs && !rc; i++) {
         if (self->procs[i].task)
             rc = visit(self->procs[i].task->future, arg);
@@ -110,6 +112,11 @@ ProcCore_drop_tasks(ProcCore *self)
         self->done_head = t->next;
         task_free(t);
     }
+    while ((t = self->adopt_head) != NULL) {
+        self->adopt_head = t->next;
+        task_free(t);
+    }
+    self->adopt_tail = NULL;
     self->done_tail = NULL;
     self->started_head = self->started_tail = NULL;
 }
@@ -473,6 +480,10 @@ ProcCore_get_finished(ProcCore *self, void *Py_UNUSED(closure))
 static PyMethodDef ProcCore_methods[] = {
     {"submit", (PyCFunction)(void (*)(void))ProcCore_submit, METH_FASTCALL, ProcCore_submit_doc},
     {"cancel", (PyCFunction)ProcCore_cancel, METH_O, ProcCore_cancel_doc},
+    {"fork_call",
+     (PyCFunction)(void (*)(void))ProcCore_fork_call,
+     METH_FASTCALL,
+     "fork_call(future, timeout, trees, main_thread): run one call in a fork of this process."},
     {"close", (PyCFunction)ProcCore_close, METH_NOARGS, ProcCore_close_doc},
     {"stop", (PyCFunction)ProcCore_stop, METH_NOARGS, ProcCore_stop_doc},
     {"run", (PyCFunction)(void (*)(void))ProcCore_run, METH_FASTCALL, ProcCore_run_doc},

@@ -87,7 +87,8 @@ typedef struct pp_task {
     size_t len;                  /* bytes in data */
     uint32_t nbufs;              /* out-of-band buffers laid out in data */
     int exitcode;                /* OUT_EXPIRED */
-    pid_t pid;                   /* OUT_EXPIRED: the worker that died */
+    pid_t pid;                   /* OUT_EXPIRED: the worker that died; fork_call()'s child */
+    int adopt_fd;                /* fork_call(): its child's result pipe, until adopted */
 } pp_task;
 
 /* Worker process states. */
@@ -107,6 +108,7 @@ typedef struct pp_proc {
     int result_fd;           /* read end, non-blocking */
     int cancel_fd;           /* write end of its cancel pipe, non-blocking; -1 none */
     int ready;               /* READY received */
+    int adopted;             /* forked by fork_call() for its one task */
     int eof;                 /* result pipe reached EOF */
     pp_task *task;           /* running (the head of its queue), or NULL */
     pp_task *queued[QDEPTH]; /* sent behind the running task, in order */
@@ -160,6 +162,10 @@ typedef struct {
     /* Pending queue (doubly linked, FIFO). */
     pp_task *pend_head, *pend_tail;
     Py_ssize_t npending; /* tasks in the pending queue */
+    /* fork_call() children the I/O thread has not made workers yet, and
+     * the forks under way (the I/O thread does not leave meanwhile). */
+    pp_task *adopt_head, *adopt_tail;
+    int nforking;
     /* Tasks waiting for the completer. */
     pp_task *done_head, *done_tail;
     /* Tasks whose futures the completer must mark running. */
@@ -273,6 +279,16 @@ PEBBLE_HIDDEN void pool_break(ProcCore *self, int what, int err);
 PEBBLE_HIDDEN void proc_exited(ProcCore *self, pid_t pid, int status);
 /* p's task pipe broke: requeues what it never received, kills it. */
 PEBBLE_HIDDEN void proc_write_failed(ProcCore *self, pp_proc *p);
+
+/* ------------------------------------------------------------------ */
+/* forkcall.c: calls run in a fork of the caller                        */
+/* ------------------------------------------------------------------ */
+
+/* ProcCore.fork_call(), the Python method. */
+PEBBLE_HIDDEN PyObject *ProcCore_fork_call(ProcCore *self, PyObject *const *args,
+                                           Py_ssize_t nargs);
+/* Makes the children fork_call() started workers (I/O thread, mutex held). */
+PEBBLE_HIDDEN void adopt_pending(ProcCore *self);
 
 /* ------------------------------------------------------------------ */
 /* sched.c: which worker runs what (I/O thread, mutex held)            */

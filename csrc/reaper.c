@@ -21,6 +21,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -31,7 +32,8 @@ typedef struct {
 } pb_child;
 
 struct pb_reaper {
-    int sigpipe[2]; /* written by the SIGCHLD handler */
+    int inproc;     /* in the pool's own process: pidfds only, no SIGCHLD handler */
+    int sigpipe[2]; /* written by the SIGCHLD handler; -1 in process */
     pb_child *children;
     int count, cap;
     int trees;     /* kill trees (see above) */
@@ -75,18 +77,55 @@ pb_reaper_new(void)
     return r;
 }
 
+/* A reaper living in the user's process, beside its own children: it
+ * installs no SIGCHLD handler, never waits for a pid it did not register,
+ * and is told of exits by each child's pidfd (pb_reaper_poll()). */
+pb_reaper *
+pb_reaper_new_inproc(void)
+{
+    pb_reaper *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    r->inproc = 1;
+    r->sigpipe[0] = r->sigpipe[1] = -1;
+    return r;
+}
+
+int
+pb_reaper_poll(pb_reaper *r, struct pollfd *pfd, int max)
+{
+    int n = 0;
+    for (int i = 0; i < r->count && n < max; i++) {
+        pfd[n].fd = r->children[i].pidfd;
+        pfd[n].events = POLLIN;
+        pfd[n].revents = 0;
+        n++;
+    }
+    return n;
+}
+
+int
+pb_reaper_count(pb_reaper *r)
+{
+    return r->count;
+}
+
 void
 pb_reaper_free(pb_reaper *r)
 {
     if (r == NULL)
         return;
-    signal(SIGCHLD, SIG_DFL);
-    reaper_signal_fd = -1;
+    if (!r->inproc) {
+        signal(SIGCHLD, SIG_DFL);
+        reaper_signal_fd = -1;
+    }
     for (int i = 0; i < r->count; i++)
         if (r->children[i].pidfd >= 0)
             close(r->children[i].pidfd);
-    close(r->sigpipe[0]);
-    close(r->sigpipe[1]);
+    if (!r->inproc) {
+        close(r->sigpipe[0]);
+        close(r->sigpipe[1]);
+    }
     free(r->children);
     free(r->before);
     free(r);
@@ -96,8 +135,8 @@ void
 pb_reaper_set_trees(pb_reaper *r, int trees)
 {
     r->trees = trees;
-    if (trees)
-        pb_set_child_subreaper();
+    if (trees && !r->inproc)
+        pb_set_child_subreaper(); /* never for the user's own process */
 }
 
 static int
@@ -216,11 +255,16 @@ pb_reaper_add(pb_reaper *r, pid_t pid)
         r->children = c;
         r->cap = cap;
     }
+    int pidfd = pb_pidfd_open(pid);
+    if (pidfd < 0 && r->inproc)
+        return -1; /* nothing else would tell of its exit */
     r->children[r->count].pid = pid;
-    r->children[r->count].pidfd = pb_pidfd_open(pid);
+    r->children[r->count].pidfd = pidfd;
+    r->children[r->count].killed = 0;
     r->count++;
     /* The child may have exited before it was registered. */
-    reaper_on_sigchld(SIGCHLD);
+    if (!r->inproc)
+        reaper_on_sigchld(SIGCHLD);
     return 0;
 }
 
@@ -228,7 +272,7 @@ pid_t
 pb_reaper_next(pb_reaper *r, int *status)
 {
     char buf[64];
-    while (read(r->sigpipe[0], buf, sizeof(buf)) > 0)
+    while (!r->inproc && read(r->sigpipe[0], buf, sizeof(buf)) > 0)
         ;
     for (int i = 0; i < r->count; i++) {
 #ifdef WNOWAIT
@@ -240,7 +284,8 @@ pb_reaper_next(pb_reaper *r, int *status)
             if (waitid(P_PID, (id_t)r->children[i].pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0
                 && info.si_pid == r->children[i].pid) {
                 kill(-r->children[i].pid, SIGKILL);
-                kill_strays(r, r->children[i].pid);
+                if (!r->inproc)
+                    kill_strays(r, r->children[i].pid);
             }
         }
 #endif
@@ -258,12 +303,24 @@ pb_reaper_next(pb_reaper *r, int *status)
             close(r->children[i].pidfd);
         r->children[i] = r->children[--r->count];
         /* More may be ready: keep the descriptor readable. */
-        reaper_on_sigchld(SIGCHLD);
+        if (!r->inproc)
+            reaper_on_sigchld(SIGCHLD);
         return pid;
     }
-    if (r->trees)
+    if (r->trees && !r->inproc)
         reap_strays(r);
     return 0;
+}
+
+void
+pb_kill_descendants(pid_t root, int sig)
+{
+    pb_procinfo *table;
+    int n = pb_process_table(&table);
+    if (n > 0)
+        kill_below(table, n, root, sig);
+    if (n >= 0)
+        free(table);
 }
 
 int
@@ -275,15 +332,17 @@ pb_reaper_kill(pb_reaper *r, pid_t pid, int sig)
         if (r->trees) {
             pb_procinfo *table;
             int n = pb_process_table(&table);
-            if (!r->children[i].killed) {
+            if (!r->children[i].killed && !r->inproc) {
                 /* Strays adopted from here on may be this tree's. */
                 free(r->before);
                 r->before = NULL;
                 r->nbefore = n > 0 ? strays(r, table, n, &r->before) : 0;
-                r->children[i].killed = 1;
             }
+            r->children[i].killed = 1;
+            /* In process no subreaper adopts what the worker leaves when it
+             * dies: below it, nothing waits for the grace period. */
             if (n > 0)
-                kill_below(table, n, pid, sig);
+                kill_below(table, n, pid, r->inproc ? SIGKILL : sig);
             free(table);
             /* Its group: still its own while the worker is not reaped. */
             kill(-pid, sig);
@@ -318,7 +377,7 @@ pb_reaper_kill_all(pb_reaper *r)
     }
     r->count = 0;
     free(table);
-    if (r->trees) {
+    if (r->trees && !r->inproc) {
         /* Every orphan of the pool's tasks, and those the deaths adopt,
          * until none is left. */
         for (;;) {

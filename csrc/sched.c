@@ -85,7 +85,7 @@ idle_worker(ProcCore *self)
 {
     for (int i = 0; i < self->nprocs; i++) {
         pp_proc *p = &self->procs[i];
-        if (p->state == PROC_ALIVE && p->ready && p->task == NULL && p->nqueued == 0
+        if (p->state == PROC_ALIVE && p->ready && p->task == NULL && p->nqueued == 0 && !p->adopted
             && !(self->max_tasks && p->ntasks >= self->max_tasks))
             return p;
     }
@@ -163,6 +163,12 @@ schedule_work(ProcCore *self)
         for (int n = live_workers(self); n < want && !self->ctl_eof; n++)
             proc_spawn(self);
     }
+    /* A child forked for one call leaves once it has answered. */
+    for (int i = 0; i < self->nprocs; i++) {
+        pp_proc *p = &self->procs[i];
+        if (p->adopted && p->state == PROC_ALIVE && p->task == NULL)
+            proc_retire(self, p);
+    }
     /* A worker done with its max_tasks share leaves once nothing waits to
      * be written to it (its last result may have come with a CANCEL frame
      * still queued): never given one more task meanwhile. */
@@ -179,7 +185,7 @@ schedule_work(ProcCore *self)
     for (int ready = 1; ready >= 0; ready--) {
         for (int i = 0; i < self->nprocs && self->pend_head; i++) {
             pp_proc *p = &self->procs[i];
-            if (p->state != PROC_ALIVE || p->task != NULL || p->ready != ready)
+            if (p->state != PROC_ALIVE || p->task != NULL || p->ready != ready || p->adopted)
                 continue;
             if (self->max_tasks && p->ntasks >= self->max_tasks)
                 continue; /* done with its share, retired below */
@@ -192,8 +198,8 @@ schedule_work(ProcCore *self)
     for (int depth = 1; depth <= QDEPTH && self->pend_head; depth++) {
         for (int i = 0; i < self->nprocs && self->pend_head; i++) {
             pp_proc *p = &self->procs[i];
-            if (p->state != PROC_ALIVE || p->task == NULL || p->nqueued >= depth || p->ewma_ns < 0
-                || p->ewma_ns > PIPELINE_MAX_NS || self->spare >= 0
+            if (p->state != PROC_ALIVE || p->task == NULL || p->adopted || p->nqueued >= depth
+                || p->ewma_ns < 0 || p->ewma_ns > PIPELINE_MAX_NS || self->spare >= 0
                 || (self->max_tasks && p->ntasks + 1 + (uint64_t)p->nqueued >= self->max_tasks)
                 || p->wq_len >= WQ_CAP - WQ_RESERVE)
                 continue;

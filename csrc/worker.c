@@ -529,7 +529,33 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(pebble_write_frame_doc,
+"write_frame(fd, task_id, kind, data, buffers, /)\n--\n\n"
+"Write one frame on the blocking descriptor fd: data is its in-band pickle\n"
+"(a buffer or a list of them), buffers the out-of-band ones or None.");
+
+static PyObject *
+pebble_write_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "write_frame() takes exactly 5 arguments");
+        return NULL;
+    }
+    int fd = PyLong_AsInt_compat(args[0]);
+    unsigned long long id = PyLong_AsUnsignedLongLong(args[1]);
+    int kind = PyLong_AsInt_compat(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (send_python_frame(NULL, fd, id, (uint32_t)kind, args[3], args[4], NULL, 0) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef worker_methods[] = {
+    {"write_frame",
+     (PyCFunction)(void (*)(void))pebble_write_frame,
+     METH_FASTCALL,
+     pebble_write_frame_doc},
     {"worker_run",
      (PyCFunction)(void (*)(void))pebble_worker_run,
      METH_FASTCALL,

@@ -57,6 +57,21 @@ def process_engine(context: Any) -> Any:
     return engine
 
 
+def fork_engine() -> Any:
+    """The process-wide engine watching decorated calls forked from this process."""
+    from pebble.pool.process import ProcessPool
+    engine = _engines.get("fork-calls")
+    if engine is None or not engine.active:
+        with _engines_lock:
+            engine = _engines.get("fork-calls")
+            if engine is None or not engine.active:
+                import multiprocessing
+                engine = ProcessPool(MAX_PROCESSES, max_tasks=1,
+                                     context=multiprocessing.get_context("fork"), _spare=0)
+                _engines["fork-calls"] = engine
+    return engine
+
+
 def _reset_engines_after_fork() -> None:
     global _engines_lock, _nondaemon_lock
     _engines.clear()
@@ -131,24 +146,44 @@ class ProcessCall:
 
     def launch(self, wrapper: Callable[..., Any], args: tuple, kwargs: Dict[str, Any]) -> Any:
         """Start one call; return its ProcessFuture."""
-        # A module-level decorated function pickles by name as the wrapper;
-        # the worker unwraps it. Anything else pickles as itself.
-        target = wrapper if _pickles_by_name(wrapper) else self.function
-        pool = self.pool if self.pool is not None else process_engine(self.context)
         daemon = self.daemon
         if daemon is None:  # as multiprocessing does: the caller's own flag
             import multiprocessing
             daemon = multiprocessing.current_process().daemon
-        call = (target, args, kwargs, self.name, daemon)
-        if self.pool is not None:  # the pool's own futures and rules
-            future = pool.schedule(run_decorated, args=call, timeout=self.timeout)
+        if self.pool is None and _forks_at_call(self.context):
+            future = self._fork(args, kwargs, daemon)
         else:
-            future = pool._schedule(run_decorated, call, None, self.timeout, CallFuture)
+            future = self._send(wrapper, args, kwargs, daemon)
         if not daemon:
             with _nondaemon_lock:
                 _nondaemon.add(future)
             future.add_done_callback(_forget_nondaemon)
         return future
+
+    def _fork(self, args: tuple, kwargs: Dict[str, Any], daemon: bool) -> Any:
+        """The call runs in a fork of the caller made now, as on Pebble."""
+        import multiprocessing
+        maker = self.context if self.context is not None else multiprocessing
+        process = maker.Process(name=self.name, daemon=daemon)
+        return fork_engine()._fork_call(self.function, args, kwargs, process, self.timeout,
+                                        CallFuture)
+
+    def _send(self, wrapper: Callable[..., Any], args: tuple, kwargs: Dict[str, Any],
+              daemon: bool) -> Any:
+        """The call travels, pickled, to a process of an engine or of the given pool."""
+        # A module-level decorated function pickles by name as the wrapper;
+        # the worker unwraps it. Anything else pickles as itself.
+        target = wrapper if _pickles_by_name(wrapper) else self.function
+        pool = self.pool if self.pool is not None else process_engine(self.context)
+        call = (target, args, kwargs, self.name, daemon)
+        if self.pool is not None:  # the pool's own futures and rules
+            return pool.schedule(run_decorated, args=call, timeout=self.timeout)
+        return pool._schedule(run_decorated, call, None, self.timeout, CallFuture)
+
+
+def _forks_at_call(context: Any) -> bool:
+    from pebble.pool.process import FORK_IN_PROCESS, get_start_method
+    return FORK_IN_PROCESS and get_start_method(context) == "fork"
 
 
 def _forget_nondaemon(future: Any) -> None:

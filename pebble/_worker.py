@@ -51,13 +51,123 @@ def _run_then_exit(body: Any, *args: Any) -> None:
 
 
 def _launch(ctl_fd: int, argv: Optional[List[str]], frames: List[Tuple[int, bytes]],
-            init: Optional[Tuple[Any, tuple]], trees: bool) -> Any:
+            init: Optional[Tuple[Any, tuple]], trees: bool,
+            identity: Optional[Tuple[str, int]]) -> Any:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     channel = _pebble.launcher_run(ctl_fd, argv, frames, trees)
     if channel is not None:
         # A forked worker: serve its channel instead.
-        return _serve(channel[0], channel[1], channel[2], init)
+        if identity is not None:
+            become_worker(*identity)
+        return _serve_to_end(channel[0], channel[1], channel[2], init)
     return None
+
+
+def become_worker(method: str, parent_pid: int) -> None:
+    """Make this process, to multiprocessing, a pool worker its parent started."""
+    import multiprocessing
+    context: Any = multiprocessing.get_context(method)
+    become_process(context.Process(name=WORKER_NAME),
+                   method, parent_pid, "MainProcess")
+
+
+#: ``current_process().name`` in a pool's worker, as on Pebble.
+WORKER_NAME = "pebble_pool_worker"
+
+
+def inproc_launcher_main(ctl_fd: int, init: Optional[Tuple[Any, tuple]], trees: bool,
+                         stock: Optional[list] = None) -> None:
+    """Serve a fork-mode pool as a thread of its own process.
+
+    Each worker is a fork of this process at the moment it starts; in the
+    worker this thread is the only one, and serves the worker's channel.
+    *stock* lists the workers the pool forked as it started, handed out first.
+    """
+    channel = _pebble.launcher_run(ctl_fd, None, [(_pebble.FRAME_INIT, b"")], trees, True,
+                                   stock)
+    if channel is None:
+        return
+    forked_worker_main(channel, init, trees)
+
+
+def forked_worker_main(channel: Tuple[int, int, int], init: Optional[Tuple[Any, tuple]],
+                       trees: bool) -> None:
+    """In a fork of a fork-mode pool's process: serve the worker's channel, exit."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    become_worker("fork", os.getppid())
+    _run_then_exit(_serve_to_end, channel[0], channel[1], channel[2], init, trees)
+
+
+def _serve_to_end(task_fd: int, result_fd: int, cancel_fd: int,
+                  init: Optional[Tuple[Any, tuple]], trees: bool = False) -> Any:
+    """Serve a worker channel, then end as a multiprocessing process ends.
+
+    With *trees* (a worker forked in the pool's process, which no launcher
+    watches) what its tasks left running ends with it.
+    """
+    try:
+        return _serve(task_fd, result_fd, cancel_fd, init)
+    finally:
+        _exit_function()
+        if trees:
+            _pebble.kill_descendants(signal.SIGKILL)
+
+
+def become_process(process: Any, method: str, parent_pid: int, parent_name: str) -> None:
+    """Make this fork child, to multiprocessing, *process* started by its parent.
+
+    As a ``multiprocessing.Process`` would: ``current_process()`` is
+    *process*, ``parent_process()`` the parent, ``get_start_method()``
+    *method*, standard input is closed, and what multiprocessing objects
+    registered to run after a fork has run.
+    """
+    import itertools
+    import multiprocessing.context
+    import multiprocessing.process as mpp
+    import multiprocessing.util as util
+    try:
+        sentinel: Any = os.pidfd_open(parent_pid)  # readable once the parent is gone
+    except (AttributeError, OSError):
+        sentinel = None
+    process._parent_pid = parent_pid
+    process._parent_name = parent_name
+    mpp._current_process = process  # type: ignore[attr-defined]
+    mpp._parent_process = mpp._ParentProcess(parent_name, parent_pid, sentinel)  # type: ignore
+    mpp._children = set()  # type: ignore[attr-defined]
+    mpp._process_counter = itertools.count(1)  # type: ignore[attr-defined]
+    multiprocessing.context._force_start_method(method)
+    util._close_stdin()  # type: ignore[attr-defined]
+    util._finalizer_registry.clear()  # type: ignore[attr-defined]
+    util._run_after_forkers()  # type: ignore[attr-defined]
+
+
+def _exit_function() -> None:
+    """What a multiprocessing process runs as it ends: finalizers (queues flush)."""
+    try:
+        import multiprocessing.util as util
+        util._exit_function()  # type: ignore[attr-defined]
+    except BaseException:
+        pass
+
+
+def fork_call_main(result_fd: int, task_id: int, function: Any, args: tuple,
+                   kwargs: dict, process: Any, parent_pid: int, parent_name: str,
+                   trees: bool) -> None:
+    """In the fork of a decorated call: run it, send its outcome, exit.
+
+    With *trees* what the call left running ends with it.
+    """
+    def body() -> None:
+        become_process(process, "fork", parent_pid, parent_name)
+        kind, data, buffers = outcome(function, args, kwargs)
+        try:
+            _pebble.write_frame(result_fd, task_id, kind, data, buffers)
+        finally:
+            data = buffers = None
+            _exit_function()
+            if trees:
+                _pebble.kill_descendants(signal.SIGKILL)
+    _run_then_exit(body)
 
 
 def _serve(task_fd: int, result_fd: int, cancel_fd: int,
@@ -68,27 +178,31 @@ def _serve(task_fd: int, result_fd: int, cancel_fd: int,
 
 
 def launcher_main(ctl_fd: int, argv: Optional[List[str]], frames: List[Tuple[int, bytes]],
-                  init: Optional[Tuple[Any, tuple]], trees: bool = True) -> None:
+                  init: Optional[Tuple[Any, tuple]], trees: bool = True,
+                  identity: Optional[Tuple[str, int]] = None) -> None:
     """Serve the pool as its launcher; never returns.
 
     With *trees*, killing a worker kills the processes its tasks started.
+    *identity* is the (start method, pool's pid) forked workers present to
+    multiprocessing.
     """
-    _run_then_exit(_launch, ctl_fd, argv, frames, init, trees)
+    _run_then_exit(_launch, ctl_fd, argv, frames, init, trees, identity)
 
 
 def worker_main(task_fd: int, result_fd: int, cancel_fd: int,
                 init: Optional[Tuple[Any, tuple]]) -> None:
     """Serve one worker channel, then exit the process."""
-    _run_then_exit(_serve, task_fd, result_fd, cancel_fd, init)
+    _run_then_exit(_serve_to_end, task_fd, result_fd, cancel_fd, init)
 
 
-def spawn_main(launcher_pid: int) -> None:
+def spawn_main(launcher_pid: int, pool_pid: int) -> None:
     """Entry point of a worker started as a fresh interpreter (fds 3, 4 and 5)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _pebble.set_parent_death_signal(launcher_pid)
     # Inherited through exec, so inheritable: programs the tasks run must not hold them.
     for fd in (3, 4, 5):
         os.set_inheritable(fd, False)
+    become_worker("spawn", pool_pid)
     worker_main(3, 4, 5, None)
 
 
@@ -111,9 +225,10 @@ def spawned_launcher_main(ctl_fd: int, boot_fd: int) -> None:
             except ImportError:
                 pass
         init = pickle.loads(config["init"]) if config["init"] else None
-        launcher_main(ctl_fd, None, [(_pebble.FRAME_INIT, b"")], init, config["trees"])
+        launcher_main(ctl_fd, None, [(_pebble.FRAME_INIT, b"")], init, config["trees"],
+                      ("forkserver", config["parent"]))
     else:
-        argv = config["argv"] + [str(os.getpid())]
+        argv = config["argv"] + [str(config["parent"]), str(os.getpid())]
         frames = [(_pebble.FRAME_PREPARE, pickle.dumps(config["preparation"], 5)),
                   (_pebble.FRAME_INIT, config["init"])]
         launcher_main(ctl_fd, argv, frames, None, config["trees"])
@@ -135,6 +250,9 @@ def _setup(kind: int, payload: bytes) -> Optional[bytes]:
     global _INIT
     if kind == _pebble.FRAME_PREPARE:
         _prepare(pickle.loads(payload))
+        # The parent's data names its own start method: this process was spawned.
+        import multiprocessing.context
+        multiprocessing.context._force_start_method("spawn")
         return None
     if payload:
         _INIT = pickle.loads(payload)
@@ -195,9 +313,16 @@ def _execute(payload: Any, buffers: Optional[list] = None) -> Tuple[int, Any, Op
             function, args, kwargs = pickle.loads(payload, buffers=buffers)
         else:
             function, args, kwargs = pickle.loads(payload)
-        # A function decorated with concurrent.process pickles by name as its
-        # wrapper: in a worker the original runs.
-        function = getattr(function, "__pebble_original__", function)
+    except BaseException as error:
+        return _dump_error(error)
+    # A function decorated with concurrent.process pickles by name as its
+    # wrapper: in a worker the original runs.
+    return outcome(getattr(function, "__pebble_original__", function), args, kwargs)
+
+
+def outcome(function: Any, args: tuple, kwargs: dict) -> Tuple[int, Any, Optional[list]]:
+    """Run *function* and return the frame of its outcome: kind, pickle, buffers."""
+    try:
         result = function(*args, **kwargs)
     except BaseException as error:
         return _dump_error(error)

@@ -114,9 +114,12 @@ class PoolChecker(RuleBasedStateMachine):
         pool = ProcessPool(2 if slot == 0 else 1, max_tasks=max_tasks,
                            context=multiprocessing.get_context(method))
         assert pool.schedule(pf.add, args=(1, 1)).result(SETTLE) == 2
-        launchers = set(children()) - before
+        started = set(children()) - before
         self.pools[slot] = pool
-        self.launchers[slot] = launchers.pop() if len(launchers) == 1 else None
+        # Under fork the workers are this process's children: no launcher.
+        self.launchers[slot] = None
+        if len(started) == 1 and not started & set(pool._core.pids):
+            self.launchers[slot] = started.pop()
 
     @initialize(max_tasks=st.sampled_from([0, 0, 1, 3]))
     def start_pools(self, max_tasks):
@@ -168,10 +171,7 @@ class PoolChecker(RuleBasedStateMachine):
     @rule(slot=st.integers(0, 1), pick=st.integers(0, 1 << 16))
     def kill_worker(self, slot, pick):
         self.operations += 1
-        launcher = self.launchers[slot]
-        if launcher is None:
-            return
-        workers = sorted(children(launcher))
+        workers = sorted(self.pools[slot]._core.pids)
         if not workers:
             return
         self._mark_pending(slot, expire=True)

@@ -64,11 +64,19 @@ def assert_works(context):
     assert concurrent.process(context=context)(pf.add)(2, b=3).result(timeout=60) == 5
 
 
+# Under fork the call runs in a fork of the caller: its arguments are not
+# pickled, so these rows are no fault there (as on Pebble).
+INHERITED = {"argument refuses pickling", "argument fails to load", "argument kills the loader"}
+
+
 @pytest.mark.parametrize("row", sorted(ROWS))
 def test_fault(context, row):
     function, args, kwargs, check = ROWS[row]
     future = concurrent.process(context=context)(function)(*args, **kwargs)
-    check(future.exception(timeout=60))
+    if row in INHERITED and context.get_start_method() == "fork":
+        assert future.result(timeout=60) == "consumed"
+    else:
+        check(future.exception(timeout=60))
     assert_works(context)
 
 

@@ -930,16 +930,12 @@ print(second().result())
 """
 
 
-@pytest.mark.xfail(strict=True, reason="fork workers come from a launcher forked at the "
-                   "first call, so __main__ functions defined after it are unknown there")
 def test_fork_sees_main_functions_defined_after_the_first_call(tmp_path):
     completed, _ = run_file(tmp_path, LATE_DEFINITION_SCRIPT, start_method="fork")
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout == "1\n2\n"
 
 
-@pytest.mark.xfail(strict=True, reason="under fork the function is pickled, so a local "
-                   "function (which a fork of the caller could run) is refused")
 def test_fork_runs_local_functions():
     def local(value):
         return value * 2
@@ -948,11 +944,13 @@ def test_fork_runs_local_functions():
         assert concurrent.process(local)(21).result(timeout=30) == 42
 
 
-def test_local_function_error_is_clear_and_harmless(cheap_method):
+def test_local_function_error_is_clear_and_harmless():
+    """Where the call is not a fork of the caller, a local function cannot travel."""
     def local(value):
         return value * 2
 
-    error = concurrent.process(local)(21).exception(timeout=30)
-    assert isinstance(error, (pickle.PicklingError, AttributeError, TypeError))
-    assert "local" in str(error)
-    assert decofuncs.add(1, 2).result(timeout=30) == 3
+    with default_start_method("forkserver"):
+        error = concurrent.process(local)(21).exception(timeout=30)
+        assert isinstance(error, (pickle.PicklingError, AttributeError, TypeError))
+        assert "local" in str(error)
+        assert decofuncs.add(1, 2).result(timeout=30) == 3

@@ -138,7 +138,7 @@ def test_parent_killed_leaves_no_worker(tmp_path):
     try:
         line = victim.stdout.readline()
         pids = [int(pid) for pid in line.split()[1:]]
-        assert len(pids) >= 3, line  # two workers and the launcher
+        assert len(pids) >= 2, line  # two workers (forks of the victim: no launcher)
         victim.kill()
         victim.wait(10)
         deadline = time.monotonic() + 1

@@ -71,7 +71,7 @@ def _preparation_data() -> dict:
             "An attempt has been made to start a new process before the current "
             "process has finished its bootstrapping phase. Use the "
             "'if __name__ == \"__main__\":' idiom in the main module.")
-    data = multiprocessing.spawn.get_preparation_data("pebble-worker")
+    data = multiprocessing.spawn.get_preparation_data(_worker.WORKER_NAME)
     # Sent over our own pipe, not multiprocessing's: plain bytes.
     if "authkey" in data:
         data["authkey"] = bytes(data["authkey"])
@@ -108,7 +108,7 @@ def start_launcher(method: str, initializer: Any, initargs: tuple,
                 _pebble.set_parent_death_signal(parent)
                 _worker.launcher_main(theirs.detach(), None,
                                       [(_pebble.FRAME_INIT, b"")], (initializer, initargs),
-                                      trees)
+                                      trees, ("fork", parent))
             return ours.detach(), pid
         config = {
             "method": method,
@@ -118,7 +118,7 @@ def start_launcher(method: str, initializer: Any, initargs: tuple,
             "init": _dumps((initializer, initargs)) if initializer is not None else b"",
             "argv": _interpreter_command(
                 "from pebble._worker import spawn_main; import sys; "
-                "spawn_main(int(sys.argv[-1]))"),
+                "spawn_main(int(sys.argv[-1]), int(sys.argv[-2]))"),
         }
         if method == "forkserver":
             from multiprocessing import forkserver
@@ -151,6 +151,33 @@ def start_launcher(method: str, initializer: Any, initargs: tuple,
         ours.close()
 
 
+def _can_fork_in_process() -> bool:
+    """Whether the children of this process can be watched by pidfd: then a
+    fork-mode pool forks its workers from the caller's process itself."""
+    return _pebble.can_fork_in_process()
+
+
+#: Fork-mode workers and decorated calls are forks of the caller itself.
+FORK_IN_PROCESS = _can_fork_in_process()
+
+
+def start_inproc_launcher(initializer: Any, initargs: tuple, trees: bool,
+                          stock: Optional[list]) -> Tuple[int, threading.Thread]:
+    """Start the launcher of a fork-mode pool as a thread of this process;
+    return (control socket fd, thread). *stock* lists workers already forked."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        thread = threading.Thread(target=_worker.inproc_launcher_main,
+                                  args=(theirs.fileno(), (initializer, initargs), trees,
+                                        stock),
+                                  name="ProcessPool-launcher", daemon=True)
+        theirs.detach()
+        thread.start()
+        return ours.detach(), thread
+    finally:
+        ours.close()
+
+
 class ProcessPool(BasePool):
     """A pool of worker processes with task timeouts and crash recovery.
 
@@ -179,6 +206,7 @@ class ProcessPool(BasePool):
         self._max_tasks = check_max_tasks(max_tasks)
         self._initializer, self._initargs = check_initializer(initializer, initargs)
         self._method = get_start_method(context)
+        self._elastic = _spare >= 0
         self._core = ProcCore(self._max_workers, self._max_tasks, _spare,
                               self._initializer is not None, _START_FAILURES)
         self._manager: Optional[threading.Thread] = None
@@ -194,7 +222,10 @@ class ProcessPool(BasePool):
         # __main__ lost the attributes spawned workers need to import it.
         preparation = _preparation_data() if self._method != "fork" else None
         early: Any = None
-        if self._method == "fork" and threading.current_thread() is threading.main_thread():
+        if self._method == "fork" and FORK_IN_PROCESS:
+            early = self._prefork()
+        elif (self._method == "fork"
+                and threading.current_thread() is threading.main_thread()):
             # A process forked from another thread keeps that thread's malloc
             # arena, whose reserved address space defeats RLIMIT_AS limits
             # set by an initializer: fork from the main thread when we can.
@@ -208,6 +239,27 @@ class ProcessPool(BasePool):
         self._manager.start()
         _live_pools.add(self)
 
+    def _prefork(self) -> Any:
+        """Fork the first workers here, in the caller's thread, as the pool starts.
+
+        As on Pebble, they are forks of the caller at its first use of the
+        pool; a worker forked from the main thread also shares its malloc
+        arena, so limits an initializer sets (RLIMIT_AS) hold there.
+        Replacements are forked later by the pool's launcher thread.
+        """
+        if self._elastic:
+            return None
+        try:
+            is_child, forked = _pebble.prefork(
+                self._max_workers, self._kill_tree,
+                threading.current_thread() is threading.main_thread())
+        except BaseException as error:  # reported by the manager
+            return error
+        if is_child:  # a worker: never returns
+            _worker.forked_worker_main(forked, (self._initializer, self._initargs),
+                                       self._kill_tree)
+        return forked
+
     def _manage(self, early: Any, preparation: Optional[dict]) -> None:
         try:
             self._manage_engine(early, preparation)
@@ -218,9 +270,14 @@ class ProcessPool(BasePool):
         try:
             if isinstance(early, BaseException):
                 raise early
-            ctl_fd, launcher = early or start_launcher(self._method, self._initializer,
-                                                       self._initargs, preparation,
-                                                       self._kill_tree)
+            launcher: Any
+            if self._method == "fork" and FORK_IN_PROCESS:
+                ctl_fd, launcher = start_inproc_launcher(self._initializer, self._initargs,
+                                                         self._kill_tree, early)
+            else:
+                ctl_fd, launcher = early or start_launcher(self._method, self._initializer,
+                                                           self._initargs, preparation,
+                                                           self._kill_tree)
         except BaseException as error:
             self._broken = error
             self._core.stop()
@@ -229,10 +286,13 @@ class ProcessPool(BasePool):
         try:
             self._core.run(ctl_fd, self._resolve)
         finally:
-            try:
-                os.waitpid(launcher, 0)
-            except ChildProcessError:
-                pass
+            if isinstance(launcher, threading.Thread):
+                launcher.join()
+            else:
+                try:
+                    os.waitpid(launcher, 0)
+                except ChildProcessError:
+                    pass
 
     def _pool_error(self) -> Optional[BaseException]:
         """The error that broke the pool, if it broke."""
@@ -350,6 +410,30 @@ class ProcessPool(BasePool):
             # will never see this future, so nor should the task run.
             future.cancel()
             raise
+        return future
+
+    def _fork_call(self, function: Callable[..., Any], args: tuple, kwargs: Dict[str, Any],
+                   process: Any, timeout: Optional[float],
+                   future_type: Type[ProcessFuture]) -> ProcessFuture:
+        """Run one call in a fork of this process, made now; return its future.
+
+        The function and its arguments are not pickled: the child has them.
+        *process* is the ``multiprocessing.Process`` the child is to itself.
+        """
+        self._check_pool_state()
+        timeout = check_timeout(timeout) or None
+        future = future_type()
+        future._pebble_cancel = self._core.cancel
+        parent_pid, parent_name = os.getpid(), multiprocessing.current_process().name
+        forked = self._core.fork_call(future, timeout, self._kill_tree,
+                                      threading.current_thread() is threading.main_thread())
+        if forked is None:
+            self._sync_state()
+            raise RuntimeError("The Pool is not active")
+        pid, result_fd, task_id = forked
+        if pid == 0:  # the child: never returns
+            _worker.fork_call_main(result_fd, task_id, function, args, kwargs, process,
+                                   parent_pid, parent_name, self._kill_tree)
         return future
 
     def submit(self, function: Callable[P, R], timeout: Optional[float],
