@@ -139,6 +139,7 @@ pp_complete(ProcCore *self, pebble_state *st, completer_ctx *cx)
         *tail = NULL;
         self->done_head = self->done_tail = NULL;
         self->started_head = self->started_tail = NULL;
+        self->completing = done != NULL;
         finished = self->finished;
         pthread_mutex_unlock(&self->mutex);
         Py_END_ALLOW_THREADS
@@ -157,6 +158,13 @@ pp_complete(ProcCore *self, pebble_state *st, completer_ctx *cx)
             task_free(done);
             done = next;
         }
+        pthread_mutex_lock(&self->mutex);
+        int wake = self->spawn_waits;
+        self->completing = 0;
+        self->spawn_waits = 0;
+        pthread_mutex_unlock(&self->mutex);
+        if (wake)
+            pb_loop_wake(self->loop);
         if (finished) {
             pthread_mutex_lock(&self->mutex);
             int more = self->done_head != NULL || self->started_head != NULL;

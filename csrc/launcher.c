@@ -394,66 +394,78 @@ pebble_launcher_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             pfd[1].revents = 0;
             npfd = 2;
         }
-        int n, exited = 0;
+        /* Everything but a fork runs without the GIL: in process, the
+         * pool's completer must not wait behind a kill or a reap. */
+        int n, exited = 0, r = 0, err = 0, got = 0;
+        pb_ctl_msg m;
         Py_BEGIN_ALLOW_THREADS
         do {
             n = poll(pfd, (nfds_t)npfd, -1);
         } while (n < 0 && errno == EINTR);
+        err = errno;
+        if (n >= 0) {
+            for (int i = 1; i < npfd; i++)
+                exited |= pfd[i].revents != 0;
+            if (exited)
+                launcher_report_exits(&L);
+            if (pfd[0].revents) {
+                int fds[PB_CTL_MAX_FDS];
+                r = pb_ctl_recv(L.ctl_fd, &m, fds);
+                err = errno;
+                pb_ctl_close_fds(fds);
+                got = 1;
+                if (r > 0 && m.op == PB_CTL_KILL) {
+                    pb_reaper_kill(L.reaper, m.pid, m.arg);
+                    got = 0;
+                }
+                else if (r > 0 && m.op == PB_CTL_ADOPT) {
+                    got = 0;
+                    if (L.inproc && pb_reaper_add(L.reaper, m.pid) < 0) {
+                        /* Unwatched, it would never be reported: end it now. */
+                        kill(m.pid, SIGKILL);
+                        int status = 0;
+                        while (waitpid(m.pid, &status, 0) < 0 && errno == EINTR)
+                            ;
+                        pb_ctl_msg e = {PB_CTL_EXITED, 0, m.pid, status, 0};
+                        pb_ctl_send(L.ctl_fd, &e, NULL, 0);
+                    }
+                }
+            }
+        }
         Py_END_ALLOW_THREADS
         if (n < 0) {
+            errno = err;
             PyErr_SetFromErrno(PyExc_OSError);
             goto shutdown;
         }
-        for (int i = 1; i < npfd; i++)
-            exited |= pfd[i].revents != 0;
-        if (exited)
-            launcher_report_exits(&L);
-        if (pfd[0].revents) {
-            pb_ctl_msg m;
-            int fds[PB_CTL_MAX_FDS];
-            int r = pb_ctl_recv(L.ctl_fd, &m, fds);
-            pb_ctl_close_fds(fds);
-            if (r <= 0) {
-                if (r < 0 && (errno == EAGAIN || errno == EINTR))
-                    continue;
-                result = Py_NewRef(Py_None);
-                goto shutdown;
-            }
-            if (m.op == PB_CTL_SPAWN && launcher_take_stock(&L, &m)) {
+        if (!got)
+            continue;
+        if (r <= 0) {
+            if (r < 0 && (err == EAGAIN || err == EINTR))
                 continue;
+            result = Py_NewRef(Py_None);
+            goto shutdown;
+        }
+        if (m.op == PB_CTL_SPAWN && launcher_take_stock(&L, &m))
+            continue;
+        if (m.op == PB_CTL_SPAWN) {
+            int child[3];
+            if (launcher_spawn(&L, &m, child) == 1) {
+                result = Py_BuildValue("(iii)", child[0], child[1], child[2]);
+                goto done;
             }
-            if (m.op == PB_CTL_SPAWN) {
-                int child[3];
-                int s = launcher_spawn(&L, &m, child);
-                if (s == 1) {
-                    result = Py_BuildValue("(iii)", child[0], child[1], child[2]);
-                    goto done;
-                }
-            }
-            else if (m.op == PB_CTL_KILL) {
-                pb_reaper_kill(L.reaper, m.pid, m.arg);
-            }
-            else if (m.op == PB_CTL_ADOPT && L.inproc) {
-                if (pb_reaper_add(L.reaper, m.pid) < 0) {
-                    /* Unwatched, it would never be reported: end it now. */
-                    kill(m.pid, SIGKILL);
-                    int status = 0;
-                    while (waitpid(m.pid, &status, 0) < 0 && errno == EINTR)
-                        ;
-                    pb_ctl_msg e = {PB_CTL_EXITED, 0, m.pid, status, 0};
-                    pb_ctl_send(L.ctl_fd, &e, NULL, 0);
-                }
-            }
-            else if (m.op == PB_CTL_EXIT) {
-                result = Py_NewRef(Py_None);
-                goto shutdown;
-            }
+        }
+        else if (m.op == PB_CTL_EXIT) {
+            result = Py_NewRef(Py_None);
+            goto shutdown;
         }
     }
 
 shutdown:
     /* The pool is gone: no worker may outlive it. */
+    Py_BEGIN_ALLOW_THREADS
     pb_reaper_kill_all(L.reaper);
+    Py_END_ALLOW_THREADS
     if (L.inproc)
         pb_fd_close(L.ctl_fd);
 done:

@@ -241,6 +241,9 @@ typedef struct {
 /* The processes of the system (*out, malloc, to free) and their count; 0
  * where the table cannot be read, -1 when out of memory. */
 PEBBLE_HIDDEN int pb_process_table(pb_procinfo **out);
+/* The children of pid (*out, malloc, to free) and their count; -1 where
+ * they cannot be listed (walk pb_process_table() instead). */
+PEBBLE_HIDDEN int pb_children(pid_t pid, pid_t **out);
 
 /* reaper.c: the launcher's child tracking, with a descriptor that becomes
  * readable when a child may have exited. */

@@ -223,6 +223,69 @@ pb_process_table(pb_procinfo **out)
 }
 
 int
+pb_children(pid_t pid, pid_t **out)
+{
+    *out = NULL;
+    char path[96];
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *dir = opendir(path);
+    if (dir == NULL)
+        return errno == ENOENT ? 0 : -1; /* gone: no children */
+    int count = 0, cap = 0, supported = 0;
+    struct dirent *entry;
+    while ((entry = readdir(dir)) != NULL) {
+        if (entry->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/%d/task/%.20s/children", (int)pid, entry->d_name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        supported = 1;
+        /* "pid pid ... ", read whole before parsing. */
+        char local[512], *buf = local;
+        size_t have = 0, size = sizeof(local);
+        ssize_t n;
+        while ((n = read(fd, buf + have, size - 1 - have)) > 0) {
+            have += (size_t)n;
+            if (have == size - 1) {
+                char *grown = malloc(size * 2);
+                if (grown == NULL)
+                    break;
+                memcpy(grown, buf, have);
+                if (buf != local)
+                    free(buf);
+                buf = grown;
+                size *= 2;
+            }
+        }
+        buf[have] = '\0';
+        for (char *q = buf, *end;; q = end) {
+            long child = strtol(q, &end, 10);
+            if (end == q)
+                break;
+            if (count == cap) {
+                int grown = cap ? cap * 2 : 16;
+                pid_t *more = realloc(*out, (size_t)grown * sizeof(pid_t));
+                if (more == NULL)
+                    break;
+                *out = more;
+                cap = grown;
+            }
+            (*out)[count++] = (pid_t)child;
+        }
+        if (buf != local)
+            free(buf);
+        close(fd);
+    }
+    closedir(dir);
+    if (!supported && count == 0) {
+        /* No children files (an old kernel): the caller walks the table. */
+        return -1;
+    }
+    return count;
+}
+
+int
 pb_pidfd_open(pid_t pid)
 {
     int fd = (int)syscall(SYS_pidfd_open, pid, 0);

@@ -156,6 +156,14 @@ pb_set_child_subreaper(void)
 }
 
 int
+pb_children(pid_t pid, pid_t **out)
+{
+    (void)pid;
+    *out = NULL;
+    return -1;
+}
+
+int
 pb_process_table(pb_procinfo **out)
 {
     /* No portable process table: trees are killed by process group only. */

@@ -29,18 +29,19 @@ static PyObject *
 ProcCore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {
-        "max_workers", "max_tasks", "spare", "initializer", "start_failures", NULL};
-    int max_workers, spare, has_initializer, start_failures;
+        "max_workers", "max_tasks", "spare", "initializer", "start_failures", "inproc", NULL};
+    int max_workers, spare, has_initializer, start_failures, inproc = 0;
     unsigned long long max_tasks;
     if (!PyArg_ParseTupleAndKeywords(args,
                                      kwargs,
-                                     "iKipi:ProcCore",
+                                     "iKipi|p:ProcCore",
                                      kwlist,
                                      &max_workers,
                                      &max_tasks,
                                      &spare,
                                      &has_initializer,
-                                     &start_failures))
+                                     &start_failures,
+                                     &inproc))
         return NULL;
     ProcCore *self = (ProcCore *)type->tp_alloc(type, 0);
     if (self == NULL)
@@ -53,6 +54,7 @@ ProcCore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->spare = spare;
     self->has_initializer = has_initializer;
     self->max_start_failures = start_failures;
+    self->inproc = inproc;
     self->next_id = 1;
     if (pthread_mutex_init(&self->mutex, NULL) != 0
         || pthread_cond_init(&self->done_cond, NULL) != 0) {

@@ -312,9 +312,46 @@ pb_reaper_next(pb_reaper *r, int *status)
     return 0;
 }
 
+/* Walks the children lists from root down: only the tree is read, not
+ * every process of the system. 0, or -1 where children cannot be listed. */
+static int
+kill_tree_by_children(pid_t root, int sig)
+{
+    pid_t *todo = NULL, *kids;
+    int head = 0, tail = 0, cap = 0, rc = 0;
+    pid_t parent = root;
+    for (;;) {
+        int n = pb_children(parent, &kids);
+        if (n < 0 && parent == root) {
+            rc = -1;
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            kill(kids[i], sig);
+            if (tail == cap) {
+                int grown = cap ? cap * 2 : 32;
+                pid_t *more = realloc(todo, (size_t)grown * sizeof(pid_t));
+                if (more == NULL)
+                    break;
+                todo = more;
+                cap = grown;
+            }
+            todo[tail++] = kids[i];
+        }
+        free(kids);
+        if (head == tail || tail > 65536)
+            break;
+        parent = todo[head++];
+    }
+    free(todo);
+    return rc;
+}
+
 void
 pb_kill_descendants(pid_t root, int sig)
 {
+    if (kill_tree_by_children(root, sig) == 0)
+        return;
     pb_procinfo *table;
     int n = pb_process_table(&table);
     if (n > 0)
@@ -329,20 +366,25 @@ pb_reaper_kill(pb_reaper *r, pid_t pid, int sig)
     for (int i = 0; i < r->count; i++) {
         if (r->children[i].pid != pid)
             continue;
-        if (r->trees) {
+        if (r->trees && r->inproc) {
+            /* No subreaper adopts what the worker leaves when it dies:
+             * below it, nothing waits for the grace period. */
+            r->children[i].killed = 1;
+            pb_kill_descendants(pid, SIGKILL);
+            kill(-pid, sig);
+        }
+        else if (r->trees) {
             pb_procinfo *table;
             int n = pb_process_table(&table);
-            if (!r->children[i].killed && !r->inproc) {
+            if (!r->children[i].killed) {
                 /* Strays adopted from here on may be this tree's. */
                 free(r->before);
                 r->before = NULL;
                 r->nbefore = n > 0 ? strays(r, table, n, &r->before) : 0;
             }
             r->children[i].killed = 1;
-            /* In process no subreaper adopts what the worker leaves when it
-             * dies: below it, nothing waits for the grace period. */
             if (n > 0)
-                kill_below(table, n, pid, r->inproc ? SIGKILL : sig);
+                kill_below(table, n, pid, sig);
             free(table);
             /* Its group: still its own while the worker is not reaped. */
             kill(-pid, sig);

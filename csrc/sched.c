@@ -160,8 +160,12 @@ schedule_work(ProcCore *self)
                 (int64_t)busy + self->npending + (self->state == S_RUNNING ? self->spare : 0);
             want = w < self->max_workers ? (int)w : self->max_workers;
         }
-        for (int n = live_workers(self); n < want && !self->ctl_eof; n++)
-            proc_spawn(self);
+        int n = live_workers(self);
+        if (n < want && self->inproc && (self->done_head != NULL || self->completing))
+            self->spawn_waits = 1; /* after the completer (see ProcCore.inproc) */
+        else
+            for (; n < want && !self->ctl_eof; n++)
+                proc_spawn(self);
     }
     /* A child forked for one call leaves once it has answered. */
     for (int i = 0; i < self->nprocs; i++) {

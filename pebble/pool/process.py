@@ -208,7 +208,8 @@ class ProcessPool(BasePool):
         self._method = get_start_method(context)
         self._elastic = _spare >= 0
         self._core = ProcCore(self._max_workers, self._max_tasks, _spare,
-                              self._initializer is not None, _START_FAILURES)
+                              self._initializer is not None, _START_FAILURES,
+                              self._method == "fork" and FORK_IN_PROCESS)
         self._manager: Optional[threading.Thread] = None
         # Set when the manager is done. join() waits on it rather than in
         # Thread.join(), which Ctrl-C can leave believing a live thread ended.
@@ -403,8 +404,13 @@ class ProcessPool(BasePool):
                 task_id = self._core.submit(future, _dumps((function, args, kwargs)), timeout)
             if task_id is None:  # the engine stopped taking work since the check above
                 self._sync_state()
-                raise RuntimeError("Unexpected error within the Pool"
-                                   if self._core.error is not None else "The Pool is not active")
+                broken = self._pool_error()
+                if broken is not None:
+                    # It broke meanwhile (an initializer failing at once):
+                    # this task fails as those already queued did.
+                    future.set_exception(broken)
+                    return future
+                raise RuntimeError("The Pool is not active")
         except BaseException:
             # Interrupted (Ctrl-C) once the engine took the task: the caller
             # will never see this future, so nor should the task run.
