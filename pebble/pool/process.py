@@ -224,7 +224,15 @@ class ProcessPool(BasePool):
         preparation = _preparation_data() if self._method != "fork" else None
         early: Any = None
         if self._method == "fork" and FORK_IN_PROCESS:
+            # Started here, not by the manager: at interpreter exit a thread
+            # may no longer start a thread of its own.
             early = self._prefork()
+            if not isinstance(early, BaseException):
+                try:
+                    early = start_inproc_launcher(self._initializer, self._initargs,
+                                                  self._kill_tree, early)
+                except BaseException as error:  # reported by the manager
+                    early = error
         elif (self._method == "fork"
                 and threading.current_thread() is threading.main_thread()):
             # A process forked from another thread keeps that thread's malloc
@@ -272,13 +280,9 @@ class ProcessPool(BasePool):
             if isinstance(early, BaseException):
                 raise early
             launcher: Any
-            if self._method == "fork" and FORK_IN_PROCESS:
-                ctl_fd, launcher = start_inproc_launcher(self._initializer, self._initargs,
-                                                         self._kill_tree, early)
-            else:
-                ctl_fd, launcher = early or start_launcher(self._method, self._initializer,
-                                                           self._initargs, preparation,
-                                                           self._kill_tree)
+            ctl_fd, launcher = early or start_launcher(self._method, self._initializer,
+                                                       self._initargs, preparation,
+                                                       self._kill_tree)
         except BaseException as error:
             self._broken = error
             self._core.stop()
