@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, TimeoutError
+from concurrent.futures import CancelledError, Future, TimeoutError
 from functools import partial
 from typing import (Any, Callable, Deque, Dict, Generic, Iterable, Iterator, List,
                     Optional, Sequence, Tuple, TypeVar)
@@ -322,23 +322,36 @@ class MapRun(Generic[T]):
         if entry is None:
             return None
         future = entry[0]
-        timeout = None
-        if self._deadline is not None:
-            timeout = max(0.0, self._deadline - time.monotonic())
         try:
+            timeout = None
+            if self._deadline is not None:
+                timeout = max(0.0, self._deadline - time.monotonic())
             return future.result(timeout=timeout)
-        except TimeoutError:
-            if future.done():
-                return (MapError(future.exception()),)  # type: ignore[arg-type]
-            return (MapError(TimeoutError("Map timeout", self._timeout)),)
-        except BaseException as error:
+        except TimeoutError as error:
             if not future.done():
-                # The wait itself was interrupted (Ctrl-C): the chunk goes
-                # back, so iterating again resumes with it.
-                with self._lock:
-                    self._queue.appendleft(entry)
-                raise
-            return (MapError(error),)
+                return (MapError(TimeoutError("Map timeout", self._timeout)),)
+            if _raised_by(future, error):
+                return (MapError(error),)
+            try:  # done just as the deadline passed: its outcome stands
+                return future.result(timeout=0)
+            except BaseException as outcome:
+                return (MapError(outcome),)
+        except BaseException as error:
+            if future.done() and _raised_by(future, error):
+                return (MapError(error),)
+            interrupted = error
+        # The wait was interrupted (Ctrl-C), wherever it was: the chunk goes
+        # back, so iterating again resumes with it.
+        with self._lock:
+            self._queue.appendleft(entry)
+        raise interrupted
+
+
+def _raised_by(future: Future, error: BaseException) -> bool:
+    """Whether *error* is the chunk's own outcome rather than an interruption."""
+    if future.cancelled():
+        return isinstance(error, CancelledError)
+    return future.exception(timeout=0) is error
 
 
 def _chunks(elements: Iterator[Any], size: int) -> Iterator[tuple]:
