@@ -2,11 +2,13 @@
 
 A hypothesis state machine schedules tasks of every kind (quick, slow,
 raising, exiting, huge, unpicklable, failing to load, ignoring SIGTERM),
-maps, cancels at random moments, SIGKILLs random workers, forks the
-parent, stops pools and replaces them. After every step and at the end it
-checks that every future resolved exactly once with the outcome its task
-deserves, that no task ran twice, that a forked child is never stuck, and
-that after ``join()`` no process of the pool is left.
+maps, calls of ``@concurrent.process`` functions (each a fork of this
+process made at the call), cancels at random moments, SIGKILLs random
+workers and calls, forks the parent, stops pools and replaces them.
+After every step and at the end it checks that every future resolved
+exactly once with the outcome its task deserves, that no task ran twice,
+that a forked child is never stuck, and that after ``join()`` no process
+of the pool is left.
 
 The default run has a budget of about a minute; ``--soak`` runs it for
 ``--soak-minutes`` (30 by default) and prints what it did.
@@ -19,6 +21,7 @@ import signal
 import tempfile
 import time
 from concurrent.futures import CancelledError
+from concurrent.futures import wait as futures_wait
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from concurrent.futures.process import BrokenProcessPool
 
@@ -28,16 +31,22 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant,  # noqa: E402
-                                 precondition, rule, run_state_machine_as_test)
+                                 rule, run_state_machine_as_test)
 
 import procfuncs as pf  # noqa: E402
-from pebble import ProcessExpired, ProcessPool  # noqa: E402
+from pebble import ProcessExpired, ProcessPool, concurrent  # noqa: E402
+from pebble._process_call import fork_engine  # noqa: E402
 from pebble.errors import OutcomeNotRebuilt  # noqa: E402
 from proctools import children, descendants, pid_alive, wait_until  # noqa: E402
 
 TIMEOUT_ERRORS = (TimeoutError, FuturesTimeoutError)
 #: How long the end of one run may take to settle everything.
 SETTLE = 60
+#: The slot of tasks run by decorated calls rather than by a pool.
+CALLS = 2
+#: The checked task decorated once per timeout, without ``@``.
+DECORATED = {timeout: concurrent.process(pf.checked_task, timeout=timeout)
+             for timeout in (None, 0.2, 0.5, 5.0)}
 
 
 class Task:
@@ -153,7 +162,6 @@ class PoolChecker(RuleBasedStateMachine):
                                       chunksize=chunksize, timeout=timeout)
         self.maps.append(MapRun(future, ids, chunksize, timeout, slot))
 
-    @precondition(lambda self: any(not task.future.done() for task in self.tasks))
     @rule(pick=st.integers(0, 1 << 16))
     def cancel(self, pick):
         self.operations += 1
@@ -163,6 +171,30 @@ class PoolChecker(RuleBasedStateMachine):
         task = pending[pick % len(pending)]
         if task.future.cancel():
             task.may_cancel = True
+
+    @rule(kind=st.sampled_from(pf.CHECKED_KINDS), seconds=st.floats(0.0, 0.3),
+          timeout=st.sampled_from([None, None, 0.2, 0.5, 5.0]))
+    def decorated_call(self, kind, seconds, timeout):
+        """A call of a decorated function: under fork, a fork made now."""
+        self.operations += 1
+        if kind == "stubborn" and timeout is None:
+            timeout = 0.2
+        task_id = self._new_id()
+        future = DECORATED[timeout](kind, self.record_dir, task_id, seconds)
+        self.tasks.append(Task(task_id, kind, timeout, future, CALLS))
+
+    @rule(pick=st.integers(0, 1 << 16))
+    def kill_call(self, pick):
+        """SIGKILL of the process running a decorated call."""
+        self.operations += 1
+        pids = sorted(fork_engine()._core.pids)
+        if not pids:
+            return
+        self._mark_pending(CALLS, expire=True)
+        try:
+            os.kill(pids[pick % len(pids)], signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     @rule(seconds=st.sampled_from([0.0, 0.01, 0.05, 0.2]))
     def wait(self, seconds):
@@ -318,6 +350,10 @@ class PoolChecker(RuleBasedStateMachine):
         if task.kind == "unpicklable":
             assert isinstance(error, (TypeError, pickle.PicklingError)), error
             return
+        if task.kind == "unloadable" and task.slot == CALLS:
+            # A decorated call gives the error of loading its result, as on Pebble.
+            assert isinstance(error, ValueError) and error.args == ("checker",), error
+            return
         raise AssertionError("task %d (%s): unexpected %r" % (task.id, task.kind, error))
 
     def _check_map(self, run):
@@ -362,6 +398,8 @@ class PoolChecker(RuleBasedStateMachine):
             for pool in self.pools + self.old_pools:
                 if pool is not None:
                     pool.join(SETTLE)
+            calls = [task.future for task in self.tasks if task.slot == CALLS]
+            assert not futures_wait(calls, SETTLE).not_done, "a decorated call never ended"
             for task in self.tasks:
                 assert task.future.done(), "task %d never resolved" % task.id
                 if not task.checked:
