@@ -152,29 +152,17 @@ void
 adopt_pending(ProcCore *self)
 {
     while (self->adopt_head != NULL) {
-        if (self->nprocs == self->procs_cap) {
-            int cap = self->procs_cap ? self->procs_cap * 2 : 8;
-            pp_proc *procs = realloc(self->procs, (size_t)cap * sizeof(*procs));
-            if (procs == NULL)
-                return; /* retried on the next loop turn */
-            self->procs = procs;
-            self->procs_cap = cap;
-        }
+        pp_proc *p = proc_new(self, PROC_ALIVE);
+        if (p == NULL)
+            return; /* retried on the next loop turn */
         pp_task *t = self->adopt_head;
         self->adopt_head = t->next;
         if (self->adopt_head == NULL)
             self->adopt_tail = NULL;
         t->next = NULL;
-        pp_proc *p = &self->procs[self->nprocs++];
-        memset(p, 0, sizeof(*p));
-        p->state = PROC_ALIVE;
-        p->gen = ++self->next_gen;
         p->pid = t->pid;
-        p->task_fd = p->cancel_fd = -1;
         p->result_fd = t->adopt_fd;
         t->adopt_fd = -1;
-        p->kill_at = -1;
-        p->ewma_ns = -1;
         p->ready = 1;
         p->adopted = 1;
         pb_set_nonblock(p->result_fd);

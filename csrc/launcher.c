@@ -508,6 +508,19 @@ PyDoc_STRVAR(pebble_prefork_doc,
 "result_fd, cancel_fd)). A worker outlives its forking thread only if that\n"
 "is not the main thread.");
 
+/* A worker prefork() made that no launcher will have: killed, reaped, and
+ * its channels closed. */
+static void
+discard_preforked(pid_t pid, int task_fd, int result_fd, int cancel_fd)
+{
+    kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    pb_fd_close(task_fd);
+    pb_fd_close(result_fd);
+    pb_fd_close(cancel_fd);
+}
+
 static PyObject *
 pebble_prefork(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -565,12 +578,7 @@ pebble_prefork(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyObject *entry = Py_BuildValue("(iiii)", (int)pid, tp[1], rp[0], cp[1]);
         if (entry == NULL || PyList_Append(list, entry) < 0) {
             Py_XDECREF(entry);
-            kill(pid, SIGKILL);
-            while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-                ;
-            pb_fd_close(tp[1]);
-            pb_fd_close(rp[0]);
-            pb_fd_close(cp[1]);
+            discard_preforked(pid, tp[1], rp[0], cp[1]);
             goto error;
         }
         Py_DECREF(entry);
@@ -581,14 +589,8 @@ error:
         /* No stock without its launcher: they must not run. */
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
             int pid, t, r, c;
-            if (PyArg_ParseTuple(PyList_GET_ITEM(list, i), "iiii", &pid, &t, &r, &c)) {
-                kill(pid, SIGKILL);
-                while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-                    ;
-                pb_fd_close(t);
-                pb_fd_close(r);
-                pb_fd_close(c);
-            }
+            if (PyArg_ParseTuple(PyList_GET_ITEM(list, i), "iiii", &pid, &t, &r, &c))
+                discard_preforked(pid, t, r, c);
         }
     }
     Py_XDECREF(list);

@@ -115,29 +115,40 @@ proc_remove(ProcCore *self, int i)
     self->procs[i] = self->procs[--self->nprocs];
 }
 
+/* A new entry of the process table, in *state*, with no channel and a
+ * generation of its own; NULL when the table cannot grow (the caller
+ * retries on the next loop turn). */
+pp_proc *
+proc_new(ProcCore *self, int state)
+{
+    if (self->nprocs == self->procs_cap) {
+        int cap = self->procs_cap ? self->procs_cap * 2 : 8;
+        pp_proc *procs = realloc(self->procs, (size_t)cap * sizeof(*procs));
+        if (procs == NULL)
+            return NULL;
+        self->procs = procs;
+        self->procs_cap = cap;
+    }
+    pp_proc *p = &self->procs[self->nprocs++];
+    memset(p, 0, sizeof(*p));
+    p->state = state;
+    p->gen = ++self->next_gen;
+    p->task_fd = p->result_fd = p->cancel_fd = -1;
+    p->kill_at = -1;
+    p->ewma_ns = -1;
+    return p;
+}
+
 /* Asks the launcher for a new worker. */
 void
 proc_spawn(ProcCore *self)
 {
     if (self->ctl_eof)
         return;
-    if (self->nprocs == self->procs_cap) {
-        int cap = self->procs_cap ? self->procs_cap * 2 : 8;
-        pp_proc *procs = realloc(self->procs, (size_t)cap * sizeof(*procs));
-        if (procs == NULL)
-            return; /* retried on the next loop turn */
-        self->procs = procs;
-        self->procs_cap = cap;
-    }
-    pp_proc *p = &self->procs[self->nprocs];
-    memset(p, 0, sizeof(*p));
-    p->state = PROC_STARTING;
-    p->gen = ++self->next_gen;
-    p->task_fd = p->result_fd = p->cancel_fd = -1;
-    p->kill_at = -1;
-    p->ewma_ns = -1;
+    pp_proc *p = proc_new(self, PROC_STARTING);
+    if (p == NULL)
+        return;
     pb_ctl_msg m = {PB_CTL_SPAWN, 0, 0, 0, p->gen};
-    self->nprocs++;
     ctl_post(self, m);
 }
 

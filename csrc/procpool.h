@@ -265,6 +265,8 @@ PEBBLE_HIDDEN void ctl_kill(ProcCore *self, pid_t pid, int sig);
 /* lifecycle.c: worker processes (I/O thread, mutex held)              */
 /* ------------------------------------------------------------------ */
 
+/* A new entry of the process table in *state*; NULL if it cannot grow. */
+PEBBLE_HIDDEN pp_proc *proc_new(ProcCore *self, int state);
 /* Asks the launcher for a new worker. */
 PEBBLE_HIDDEN void proc_spawn(ProcCore *self);
 /* Tells an idle worker to exit by itself; 0 if it must be asked later. */
