@@ -790,6 +790,35 @@ def proc_decorator_big(impl, quick):
     return per_call * 1e3, "ms/call", detail
 
 
+def _bare_fork_calls(n):
+    """Seconds per os.fork() whose child writes a byte the parent reads, then reaps."""
+    start = time.perf_counter()
+    for _ in range(n):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.write(w, b"x")
+            os._exit(0)
+        os.close(w)
+        check(os.read(r, 1) == b"x", "fork floor byte")
+        os.close(r)
+        os.waitpid(pid, 0)
+    return (time.perf_counter() - start) / n
+
+
+def fork_floor(impl, quick):
+    n = 30 if quick else 200
+    check(decorated("process_ident")(1).result() == 1, "warm-up")
+    return _bare_fork_calls(n) * 1e3, "ms/call", {"n": n}
+
+
+def fork_floor_big(impl, quick):
+    n = 10 if quick else 50
+    detail = {"n": n, "parent_mib": big_parent(quick)}
+    check(decorated("process_ident")(1).result() == 1, "warm-up")
+    return _bare_fork_calls(n) * 1e3, "ms/call", detail
+
+
 def proc_async_decorator(impl, quick):
     n = 15 if quick else 100
     async_process_ident = decorated("async_process_ident")
@@ -919,6 +948,12 @@ WORKLOADS = {w.function.__name__: w for w in [
     Workload(proc_decorator_big, "decorators", LOWER, PEBBLE_ONLY,
              "@concurrent.process call + result, parent holding 1 GiB, {n} in sequence",
              max_repeat=3),
+    Workload(fork_floor, "decorators", LOWER, PEBBLE_ONLY,
+             "os.fork() child sending one byte, beside a warm decorator: the floor "
+             "of a call that forks, {n} in sequence"),
+    Workload(fork_floor_big, "decorators", LOWER, PEBBLE_ONLY,
+             "os.fork() child sending one byte, parent holding 1 GiB: the floor of "
+             "a call that forks, {n} in sequence", max_repeat=3),
     Workload(proc_async_decorator, "decorators", LOWER, PEBBLE_ONLY,
              "@asynchronous.process awaited, {n} in sequence", max_repeat=3),
     Workload(proc_decorator_timeout, "decorators", LOWER, PEBBLE_ONLY,

@@ -186,15 +186,7 @@ class PoolChecker(RuleBasedStateMachine):
     @rule(pick=st.integers(0, 1 << 16))
     def kill_call(self, pick):
         """SIGKILL of the process running a decorated call."""
-        self.operations += 1
-        pids = sorted(fork_engine()._core.pids)
-        if not pids:
-            return
-        self._mark_pending(CALLS, expire=True)
-        try:
-            os.kill(pids[pick % len(pids)], signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        self._kill_one(fork_engine()._core, CALLS, pick)
 
     @rule(seconds=st.sampled_from([0.0, 0.01, 0.05, 0.2]))
     def wait(self, seconds):
@@ -202,13 +194,16 @@ class PoolChecker(RuleBasedStateMachine):
 
     @rule(slot=st.integers(0, 1), pick=st.integers(0, 1 << 16))
     def kill_worker(self, slot, pick):
+        self._kill_one(self.pools[slot]._core, slot, pick)
+
+    def _kill_one(self, core, slot, pick):
         self.operations += 1
-        workers = sorted(self.pools[slot]._core.pids)
-        if not workers:
+        pids = sorted(core.pids)
+        if not pids:
             return
         self._mark_pending(slot, expire=True)
         try:
-            os.kill(workers[pick % len(workers)], signal.SIGKILL)
+            os.kill(pids[pick % len(pids)], signal.SIGKILL)
         except ProcessLookupError:
             pass  # it had left already
 
