@@ -3,7 +3,8 @@
  * The launcher starts workers on request (fork, or posix_spawn of a fresh
  * interpreter), hands the pool their channel ends over SCM_RIGHTS, reaps
  * them and reports how they exited. It kills them all when the pool's
- * control socket closes.
+ * control socket closes. It is a process of its own (forkserver, and where
+ * pidfds are missing) or a thread of the pool's process (fork and spawn).
  */
 #include "frame.h"
 
@@ -27,7 +28,7 @@ typedef struct {
     uint32_t *kinds;
     int nframes;
     int trees;  /* each worker leads a process group; kills take the tree */
-    int inproc; /* a thread of the pool's own process (fork start method) */
+    int inproc; /* a thread of the pool's own process (fork and spawn) */
     /* Workers the caller forked at the pool's start (prefork()), handed out
      * before any is forked here: pid and channel ends, -1 once taken. */
     struct {
@@ -262,10 +263,11 @@ PyDoc_STRVAR(pebble_launcher_run_doc,
 "process, or the command line of a fresh worker interpreter; frames is a\n"
 "list of (kind, bytes) written to each new worker first. With trees true,\n"
 "killing a worker kills the processes its tasks started too. With inproc\n"
-"true this is a thread of the pool's own process: workers are forks of it\n"
-"at the moment they start, exits are learnt from pidfds, and no other\n"
-"child of the process is touched; stock lists the workers prefork() made,\n"
-"handed out first. Return None when the pool goes away,\n"
+"true this is a thread of the pool's own process: workers are its children\n"
+"(forks of it at the moment they start, or fresh interpreters it spawns),\n"
+"exits are learnt from pidfds, and no other child of the process is\n"
+"touched; stock lists the workers prefork() made, handed out first.\n"
+"Return None when the pool goes away,\n"
 "or (task_fd, result_fd, cancel_fd) inside a forked worker.");
 
 static PyObject *
@@ -282,10 +284,6 @@ pebble_launcher_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     if (nargs >= 5 && (L.inproc = PyObject_IsTrue(args[4])) < 0)
         return NULL;
-    if (L.inproc && args[1] != Py_None) {
-        PyErr_SetString(PyExc_ValueError, "an in-process launcher forks: argv must be None");
-        return NULL;
-    }
     L.ctl_fd = PyLong_AsInt_compat(args[0]);
     if (L.ctl_fd == -1 && PyErr_Occurred())
         return NULL;
@@ -626,7 +624,23 @@ pebble_can_fork_in_process(PyObject *module, PyObject *Py_UNUSED(ignored))
     Py_RETURN_TRUE;
 }
 
+PyDoc_STRVAR(pebble_set_child_subreaper_doc,
+"set_child_subreaper()\n--\n\n"
+"Make this process the reaper of its orphaned descendants.");
+
+static PyObject *
+pebble_set_child_subreaper(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    if (pb_set_child_subreaper() < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef launcher_methods[] = {
+    {"set_child_subreaper",
+     (PyCFunction)pebble_set_child_subreaper,
+     METH_NOARGS,
+     pebble_set_child_subreaper_doc},
     {"prefork", (PyCFunction)(void (*)(void))pebble_prefork, METH_FASTCALL, pebble_prefork_doc},
     {"kill_descendants",
      (PyCFunction)pebble_kill_descendants,

@@ -76,15 +76,18 @@ WORKER_NAME = "pebble_pool_worker"
 
 
 def inproc_launcher_main(ctl_fd: int, init: Optional[Tuple[Any, tuple]], trees: bool,
-                         stock: Optional[list] = None) -> None:
-    """Serve a fork-mode pool as a thread of its own process.
+                         stock: Optional[list] = None, argv: Optional[List[str]] = None,
+                         frames: Optional[List[Tuple[int, bytes]]] = None) -> None:
+    """Serve a pool as a thread of its own process.
 
-    Each worker is a fork of this process at the moment it starts; in the
-    worker this thread is the only one, and serves the worker's channel.
-    *stock* lists the workers the pool forked as it started, handed out first.
+    Under fork (*argv* None) each worker is a fork of this process at the
+    moment it starts; in the worker this thread is the only one, and serves
+    the worker's channel. *stock* lists the workers the pool forked as it
+    started, handed out first. Under spawn each worker is the fresh
+    interpreter *argv*, sent *frames* first.
     """
-    channel = _pebble.launcher_run(ctl_fd, None, [(_pebble.FRAME_INIT, b"")], trees, True,
-                                   stock)
+    channel = _pebble.launcher_run(ctl_fd, argv, frames or [(_pebble.FRAME_INIT, b"")],
+                                   trees, True, stock)
     if channel is None:
         return
     forked_worker_main(channel, init, trees)
@@ -189,21 +192,22 @@ def launcher_main(ctl_fd: int, argv: Optional[List[str]], frames: List[Tuple[int
     _run_then_exit(_launch, ctl_fd, argv, frames, init, trees, identity)
 
 
-def worker_main(task_fd: int, result_fd: int, cancel_fd: int,
-                init: Optional[Tuple[Any, tuple]]) -> None:
-    """Serve one worker channel, then exit the process."""
-    _run_then_exit(_serve_to_end, task_fd, result_fd, cancel_fd, init)
+def spawn_main(launcher_pid: int, pool_pid: int, trees: bool = False) -> None:
+    """Entry point of a worker started as a fresh interpreter (fds 3, 4 and 5).
 
-
-def spawn_main(launcher_pid: int, pool_pid: int) -> None:
-    """Entry point of a worker started as a fresh interpreter (fds 3, 4 and 5)."""
+    With *trees* (started by the pool's own process, which adopts no
+    orphans) the worker keeps its tasks' orphans below it, and what its
+    tasks left running ends with it.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _pebble.set_parent_death_signal(launcher_pid)
     # Inherited through exec, so inheritable: programs the tasks run must not hold them.
     for fd in (3, 4, 5):
         os.set_inheritable(fd, False)
+    if trees:
+        _pebble.set_child_subreaper()
     become_worker("spawn", pool_pid)
-    worker_main(3, 4, 5, None)
+    _run_then_exit(_serve_to_end, 3, 4, 5, None, trees)
 
 
 def spawned_launcher_main(ctl_fd: int, boot_fd: int) -> None:
@@ -228,7 +232,7 @@ def spawned_launcher_main(ctl_fd: int, boot_fd: int) -> None:
         launcher_main(ctl_fd, None, [(_pebble.FRAME_INIT, b"")], init, config["trees"],
                       ("forkserver", config["parent"]))
     else:
-        argv = config["argv"] + [str(config["parent"]), str(os.getpid())]
+        argv = config["argv"] + ["0", str(config["parent"]), str(os.getpid())]
         frames = [(_pebble.FRAME_PREPARE, pickle.dumps(config["preparation"], 5)),
                   (_pebble.FRAME_INIT, config["init"])]
         launcher_main(ctl_fd, argv, frames, None, config["trees"])

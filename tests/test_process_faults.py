@@ -536,6 +536,31 @@ def test_map_iteration_after_launcher_dies_does_not_hang():
     assert wait_until(lambda: not (set(children()) - before), 5)
 
 
+@pytest.mark.skipif(not FORK_IN_PROCESS, reason="a launcher process starts workers here")
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+@pytest.mark.timeout(120)
+def test_killing_any_process_of_the_pool_loses_at_most_its_task(method):
+    """Each process of a fork or spawn pool is a worker: SIGKILL of one costs
+    the task it ran and nothing more, and the pool goes on."""
+    before = set(children())
+    with ProcessPool(max_workers=2, context=multiprocessing.get_context(method)) as pool:
+        assert pool.schedule(pf.add, args=(1, 1)).result(60) == 2
+        running = [pool.schedule(pf.sleep_return, args=(30, i)) for i in range(2)]
+        queued = [pool.schedule(pf.sleep_return, args=(0.01, i)) for i in range(20)]
+        for future in running:
+            wait_running(future)
+        processes = set(children()) - before
+        assert processes == set(pool._core.pids)  # no launcher process
+        for pid in processes:
+            os.kill(pid, signal.SIGKILL)
+        for future in running:
+            with pytest.raises(ProcessExpired):
+                future.result(30)
+        assert [future.result(60) for future in queued] == list(range(20))
+        assert_pool_works(pool)
+    assert wait_until(lambda: not (set(children()) - before), 10)
+
+
 def test_map_iteration_after_initializer_breaks_pool():
     pool = ProcessPool(max_workers=2, initializer=pf.init_raise, initargs=("no",),
                        context=FORK)
@@ -684,8 +709,8 @@ def test_no_orphans_when_parent_is_killed(method, sibling, tmp_path):
         assert len(workers) == 4, line
         launchers = [pid for pid in children(process.pid)
                      if pid not in others and pid not in workers]
-        # Under fork the workers are forks of the parent itself: no launcher.
-        assert len(launchers) == (0 if method == "fork" and FORK_IN_PROCESS else 2)
+        # Under fork and spawn the workers are the parent's own children: no launcher.
+        assert len(launchers) == (0 if FORK_IN_PROCESS else 2)
         assert all(pid_alive(pid) for pid in workers + launchers)
         process.kill()
         process.wait(10)

@@ -89,6 +89,14 @@ def _interpreter_command(code: str) -> list:
             + ["-c", code])
 
 
+def _spawn_command() -> list:
+    """The command line of a spawned worker, but for its last three arguments:
+    whether it keeps its tasks' orphans, the pool's pid and its parent's pid."""
+    return _interpreter_command(
+        "from pebble._worker import spawn_main; import sys; "
+        "spawn_main(int(sys.argv[-1]), int(sys.argv[-2]), sys.argv[-3] == '1')")
+
+
 def start_launcher(method: str, initializer: Any, initargs: tuple,
                    preparation: Optional[dict], trees: bool = True) -> Tuple[int, int]:
     """Start the launcher process; return (control socket fd, launcher pid).
@@ -116,9 +124,7 @@ def start_launcher(method: str, initializer: Any, initargs: tuple,
             "trees": trees,
             "preparation": preparation,
             "init": _dumps((initializer, initargs)) if initializer is not None else b"",
-            "argv": _interpreter_command(
-                "from pebble._worker import spawn_main; import sys; "
-                "spawn_main(int(sys.argv[-1]), int(sys.argv[-2]))"),
+            "argv": _spawn_command(),
         }
         if method == "forkserver":
             from multiprocessing import forkserver
@@ -162,14 +168,27 @@ FORK_IN_PROCESS = _can_fork_in_process()
 
 
 def start_inproc_launcher(initializer: Any, initargs: tuple, trees: bool,
-                          stock: Optional[list]) -> Tuple[int, threading.Thread]:
-    """Start the launcher of a fork-mode pool as a thread of this process;
-    return (control socket fd, thread). *stock* lists workers already forked."""
+                          stock: Optional[list],
+                          preparation: Optional[dict] = None) -> Tuple[int, threading.Thread]:
+    """Start the launcher of a pool as a thread of this process; return
+    (control socket fd, thread).
+
+    Under fork *stock* lists workers already forked; under spawn
+    *preparation* is the spawn preparation data, and each worker is a fresh
+    interpreter, a child of this process.
+    """
+    argv = frames = None
+    if preparation is not None:
+        me = str(os.getpid())
+        argv = _spawn_command() + ["1" if trees else "0", me, me]
+        init = _dumps((initializer, initargs)) if initializer is not None else b""
+        frames = [(_pebble.FRAME_PREPARE, pickle.dumps(preparation, 5)),
+                  (_pebble.FRAME_INIT, init)]
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         thread = threading.Thread(target=_worker.inproc_launcher_main,
                                   args=(theirs.fileno(), (initializer, initargs), trees,
-                                        stock),
+                                        stock, argv, frames),
                                   name="ProcessPool-launcher", daemon=True)
         theirs.detach()
         thread.start()
@@ -233,6 +252,13 @@ class ProcessPool(BasePool):
                                                   self._kill_tree, early)
                 except BaseException as error:  # reported by the manager
                     early = error
+        elif self._method == "spawn" and FORK_IN_PROCESS:
+            # No launcher process: workers are this process's children.
+            try:
+                early = start_inproc_launcher(self._initializer, self._initargs,
+                                              self._kill_tree, None, preparation)
+            except BaseException as error:  # reported by the manager
+                early = error
         elif (self._method == "fork"
                 and threading.current_thread() is threading.main_thread()):
             # A process forked from another thread keeps that thread's malloc
