@@ -8,6 +8,7 @@
 #include "procpool.h"
 
 #include <string.h>
+#include <unistd.h>
 
 /* Builds the Python value of a RESULT/ERROR payload. New reference, or
  * NULL with an exception set. */
@@ -112,6 +113,33 @@ task_resolve(pebble_state *st, completer_ctx *cx, pp_task *t)
     Py_XDECREF(r);
 }
 
+/* The launcher process died: start another (GIL held) and hand its
+ * control socket to the I/O thread, or tell it none could be started. */
+static void
+completer_relaunch(ProcCore *self, completer_ctx *cx)
+{
+    int fd = -1;
+    PyObject *r = PyObject_CallNoArgs(cx->relaunch);
+    if (r != NULL) {
+        fd = PyLong_AsInt_compat(r);
+        Py_DECREF(r);
+    }
+    if (fd < 0) {
+        if (PyErr_Occurred())
+            PyErr_WriteUnraisable(cx->relaunch);
+        fd = -1;
+    }
+    pthread_mutex_lock(&self->mutex);
+    if (self->finished && fd >= 0) {
+        close(fd); /* EOF: the new launcher exits */
+        fd = -1;
+    }
+    self->relaunch_fd = fd;
+    self->relaunch = fd >= 0 ? RELAUNCH_READY : RELAUNCH_FAILED;
+    pthread_mutex_unlock(&self->mutex);
+    pb_loop_wake(self->loop);
+}
+
 /* Resolves the futures of finished tasks, batch after batch, until the
  * I/O thread has left and nothing is left to resolve. GIL held. */
 void
@@ -119,11 +147,15 @@ pp_complete(ProcCore *self, pebble_state *st, completer_ctx *cx)
 {
     for (;;) {
         pp_task *done, *started;
-        int finished;
+        int finished, relaunch;
         Py_BEGIN_ALLOW_THREADS
         pthread_mutex_lock(&self->mutex);
-        while (self->done_head == NULL && self->started_head == NULL && !self->finished)
+        while (self->done_head == NULL && self->started_head == NULL && !self->finished
+               && self->relaunch != RELAUNCH_WANTED)
             pthread_cond_wait(&self->done_cond, &self->mutex);
+        relaunch = self->relaunch == RELAUNCH_WANTED;
+        if (relaunch)
+            self->relaunch = RELAUNCH_STARTING;
         done = self->done_head;
         started = NULL;
         /* A task that started and ended within one batch needs no mark. */
@@ -144,6 +176,8 @@ pp_complete(ProcCore *self, pebble_state *st, completer_ctx *cx)
         pthread_mutex_unlock(&self->mutex);
         Py_END_ALLOW_THREADS
 
+        if (relaunch)
+            completer_relaunch(self, cx);
         /* Mark running first: a task may start and end in one batch. */
         for (pp_task *t = started; t != NULL; t = t->snext) {
             PyObject *r = PyObject_CallMethod(t->future, "_pebble_start", NULL);

@@ -395,6 +395,73 @@ proc_by_fd(ProcCore *self, int fd)
     return NULL;
 }
 
+/* The launcher process died, and its workers with it (their parent-death
+ * signal). Each is settled once its result pipe is read to the end, so
+ * what it finished is reported finished: its running task gets
+ * ProcessExpired, the tasks queued behind it go back to the queue. The
+ * completer starts a new launcher meanwhile. Mutex held. */
+static void
+launcher_lost(ProcCore *self)
+{
+    self->ctlq_head = self->ctlq_len = 0; /* all for the dead one */
+    self->ctl_wwatch = 0;
+    pb_fd_close(self->ctl_fd);
+    self->ctl_fd = -1;
+    for (int i = self->nprocs - 1; i >= 0; i--) {
+        pp_proc *p = &self->procs[i];
+        if (p->state == PROC_STARTING || p->pid <= 0) {
+            /* Asked of the dead launcher, never started: asked again. */
+            proc_requeue_queued(self, p);
+            if (p->task != NULL) {
+                pend_push_front(self, p->task);
+                p->task = NULL;
+            }
+            proc_remove(self, i);
+        }
+        else {
+            p->orphan = 1;
+        }
+    }
+    self->relaunch = RELAUNCH_WANTED;
+    pthread_cond_signal(&self->done_cond);
+}
+
+/* Settles workers of a dead launcher whose pipes are read to the end (or
+ * closed by a kill): killed by their parent-death signal. Mutex held. */
+static void
+settle_orphans(ProcCore *self)
+{
+    for (int i = self->nprocs - 1; i >= 0; i--) {
+        pp_proc *p = &self->procs[i];
+        if (p->orphan && (p->eof || p->result_fd < 0))
+            proc_exited(self, p->pid, SIGKILL);
+    }
+}
+
+/* Takes up the control socket of a new launcher, or gives up. Mutex held. */
+static void
+relaunch_done(ProcCore *self)
+{
+    if (self->relaunch == RELAUNCH_READY) {
+        self->relaunch = RELAUNCH_NONE;
+        if (self->state == S_RUNNING || self->state == S_CLOSING) {
+            self->ctl_fd = self->relaunch_fd;
+            pb_fd_register(self->ctl_fd);
+            pb_set_nonblock(self->ctl_fd);
+            self->ctl_eof = 0;
+            pb_loop_watch(self->loop, self->ctl_fd, PB_EV_READ);
+        }
+        else {
+            close(self->relaunch_fd); /* EOF: the new launcher exits */
+        }
+        self->relaunch_fd = -1;
+    }
+    else if (self->relaunch == RELAUNCH_FAILED) {
+        self->relaunch = RELAUNCH_NONE;
+        pool_break(self, FAIL_LAUNCHER, 0);
+    }
+}
+
 static void
 ctl_read(ProcCore *self)
 {
@@ -407,6 +474,10 @@ ctl_read(ProcCore *self)
         if (r <= 0) {
             self->ctl_eof = 1;
             pb_loop_watch(self->loop, self->ctl_fd, 0);
+            if (self->relaunchable && (self->state == S_RUNNING || self->state == S_CLOSING)) {
+                launcher_lost(self);
+                return;
+            }
             /* Without the launcher no worker can be started or reaped. */
             for (int i = 0; i < self->nprocs; i++) {
                 pp_proc *p = &self->procs[i];
@@ -556,6 +627,8 @@ io_main(void *arg)
     else
         self->ctl_eof = 1;
     for (;;) {
+        relaunch_done(self);
+        settle_orphans(self);
         adopt_pending(self);
         handle_cancels(self);
         if (self->state == S_STOPPING)
@@ -570,7 +643,8 @@ io_main(void *arg)
         int forks = self->nforking > 0 || self->adopt_head != NULL;
         if (self->state != S_RUNNING && self->nprocs == 0 && self->pend_head == NULL && !forks)
             break;
-        if (self->ctl_eof && self->nprocs == 0 && self->state != S_RUNNING && !forks)
+        if (self->ctl_eof && self->nprocs == 0 && self->state != S_RUNNING && !forks
+            && self->relaunch == RELAUNCH_NONE)
             break;
         int nprocs = self->nprocs;
         pthread_mutex_unlock(&self->mutex);

@@ -47,6 +47,7 @@ ProcCore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (self == NULL)
         return NULL;
     self->ctl_fd = -1;
+    self->relaunch_fd = -1;
     self->owner = getpid();
     self->fork_gen = pb_fork_generation;
     self->max_workers = max_workers;
@@ -349,21 +350,30 @@ ProcCore_stop(ProcCore *self, PyObject *Py_UNUSED(ignored))
 }
 
 PyDoc_STRVAR(ProcCore_run_doc,
-"run($self, ctl_fd, resolve, /)\n--\n\n"
+"run($self, ctl_fd, resolve, relaunch=None, /)\n--\n\n"
 "Drive the pool: start the I/O thread on the launcher control socket\n"
 "ctl_fd (owned from now on) and resolve futures in the calling thread until\n"
 "the pool has finished. resolve(future, outcome, timeout, exitcode, pid)\n"
-"handles the outcomes that carry no payload.");
+"handles the outcomes that carry no payload. relaunch(), if given, starts\n"
+"a launcher process in place of one that died and returns its control\n"
+"socket fd (owned by the pool from then on).");
 
 static PyObject *
 ProcCore_run(ProcCore *self, PyObject *const *args, Py_ssize_t nargs)
 {
     pebble_state *st = pebble_state_from_type(Py_TYPE(self));
-    completer_ctx cx = {NULL, NULL, st->Block_Type};
+    completer_ctx cx = {NULL, NULL, st->Block_Type, NULL};
     PyObject *futures_mod = NULL, *result = NULL;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "run() takes exactly 2 arguments");
+    if (nargs < 2 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "run() takes 2 or 3 arguments");
         return NULL;
+    }
+    if (nargs == 3 && args[2] != Py_None) {
+        if (!PyCallable_Check(args[2])) {
+            PyErr_SetString(PyExc_TypeError, "relaunch must be callable");
+            return NULL;
+        }
+        cx.relaunch = args[2];
     }
     int ctl_fd = PyLong_AsInt_compat(args[0]);
     if (ctl_fd == -1 && PyErr_Occurred())
@@ -384,6 +394,7 @@ ProcCore_run(ProcCore *self, PyObject *const *args, Py_ssize_t nargs)
     Py_INCREF(self);
     pthread_mutex_lock(&self->mutex);
     self->ctl_fd = ctl_fd;
+    self->relaunchable = cx.relaunch != NULL;
     if (ctl_fd >= 0) {
         pb_fd_register(ctl_fd);
         pb_set_nonblock(ctl_fd);
@@ -405,6 +416,9 @@ ProcCore_run(ProcCore *self, PyObject *const *args, Py_ssize_t nargs)
     /* EOF tells the launcher to exit. */
     pb_fd_close(self->ctl_fd);
     self->ctl_fd = -1;
+    if (self->relaunch_fd >= 0) /* started as the pool finished */
+        close(self->relaunch_fd);
+    self->relaunch_fd = -1;
     result = Py_NewRef(Py_None);
 error:
     Py_DECREF(self);

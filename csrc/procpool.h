@@ -109,6 +109,7 @@ typedef struct pp_proc {
     int cancel_fd;           /* write end of its cancel pipe, non-blocking; -1 none */
     int ready;               /* READY received */
     int adopted;             /* forked by fork_call() for its one task */
+    int orphan;              /* its launcher died: it dies too, settled at EOF */
     int eof;                 /* result pipe reached EOF */
     pp_task *task;           /* running (the head of its queue), or NULL */
     pp_task *queued[QDEPTH]; /* sent behind the running task, in order */
@@ -189,6 +190,12 @@ typedef struct {
     int inproc;
     int completing;  /* the completer is resolving a batch */
     int spawn_waits; /* a spawn waits for it: wake the I/O thread after */
+    /* A launcher process that dies is replaced (run() was given relaunch):
+     * the completer starts the new one and hands its socket to the I/O
+     * thread. */
+    int relaunchable;
+    int relaunch;    /* RELAUNCH_*: where a replacement stands */
+    int relaunch_fd; /* its control socket, RELAUNCH_READY */
     /* The error that broke the pool (an INIT_ERROR payload), or an errno. */
     char *error_data;
     size_t error_len;
@@ -234,7 +241,11 @@ typedef struct {
     PyObject *resolve;       /* Python: resolve(future, outcome, timeout, exitcode, pid) */
     PyObject *invalid_state; /* concurrent.futures.InvalidStateError */
     PyTypeObject *block_type;
+    PyObject *relaunch; /* Python: relaunch() -> control socket fd, or NULL */
 } completer_ctx;
+
+/* ProcCore.relaunch */
+enum { RELAUNCH_NONE, RELAUNCH_WANTED, RELAUNCH_STARTING, RELAUNCH_READY, RELAUNCH_FAILED };
 
 /* Resolves finished tasks' futures until the I/O thread has left and
  * none is left. GIL held; released while waiting. */

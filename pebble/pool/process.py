@@ -197,6 +197,14 @@ def start_inproc_launcher(initializer: Any, initargs: tuple, trees: bool,
         ours.close()
 
 
+def _reap(pid: int) -> Optional[int]:
+    """Wait for child *pid*; its wait status, or None if it was not ours to wait for."""
+    try:
+        return os.waitpid(pid, 0)[1]
+    except ChildProcessError:
+        return None
+
+
 class ProcessPool(BasePool):
     """A pool of worker processes with task timeouts and crash recovery.
 
@@ -314,16 +322,36 @@ class ProcessPool(BasePool):
             self._core.stop()
             self._core.run(-1, self._resolve)  # resolve what was queued
             return
-        try:
-            self._core.run(ctl_fd, self._resolve)
-        finally:
-            if isinstance(launcher, threading.Thread):
+        if isinstance(launcher, threading.Thread):
+            try:
+                self._core.run(ctl_fd, self._resolve)
+            finally:
                 launcher.join()
-            else:
-                try:
-                    os.waitpid(launcher, 0)
-                except ChildProcessError:
-                    pass
+            return
+        launchers = [launcher]
+
+        def relaunch() -> int:
+            """A launcher process in place of one killed; a launcher that
+            ended by itself (it cannot start) breaks the pool."""
+            status = _reap(launchers.pop())
+            if status is None or not os.WIFSIGNALED(status):
+                return -1
+            try:
+                ctl, pid = start_launcher(self._method, self._initializer, self._initargs,
+                                          preparation, self._kill_tree)
+            except BaseException as error:
+                self._broken = BrokenProcessPool("A launcher process could not be started: %s"
+                                                 % error)
+                self._broken.__cause__ = error
+                return -1
+            launchers.append(pid)
+            return ctl
+
+        try:
+            self._core.run(ctl_fd, self._resolve, relaunch)
+        finally:
+            for pid in launchers:
+                _reap(pid)
 
     def _pool_error(self) -> Optional[BaseException]:
         """The error that broke the pool, if it broke."""
