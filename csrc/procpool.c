@@ -57,11 +57,15 @@ ProcCore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->max_start_failures = start_failures;
     self->inproc = inproc;
     self->next_id = 1;
-    if (pthread_mutex_init(&self->mutex, NULL) != 0
-        || pthread_cond_init(&self->done_cond, NULL) != 0) {
-        Py_DECREF(self);
-        return PyErr_NoMemory();
+    int rc = pthread_mutex_init(&self->mutex, NULL);
+    if (rc == 0 && (rc = pthread_cond_init(&self->done_cond, NULL)) != 0)
+        pthread_mutex_destroy(&self->mutex);
+    if (rc != 0) {
+        Py_DECREF(self); /* synced 0: dealloc destroys neither */
+        errno = rc;
+        return PyErr_SetFromErrno(PyExc_OSError);
     }
+    self->synced = 1;
     self->loop = pb_loop_new();
     if (self->loop == NULL) {
         PyErr_SetFromErrno(PyExc_OSError);
@@ -163,7 +167,7 @@ ProcCore_dealloc(ProcCore *self)
         pb_fd_close(self->ctl_fd);
     pb_loop_free(self->loop, ours);
     /* A child's copy may have waiters that do not exist: never destroyed. */
-    if (ours) {
+    if (ours && self->synced) {
         pthread_cond_destroy(&self->done_cond);
         pthread_mutex_destroy(&self->mutex);
     }

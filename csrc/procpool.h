@@ -144,6 +144,7 @@ typedef struct {
     PyObject_HEAD
     pthread_mutex_t mutex;    /* guards everything below but the procs' pipe buffers */
     pthread_cond_t done_cond; /* completer: completions or finish */
+    int synced;               /* mutex and done_cond initialised */
     int max_workers;          /* worker processes at most */
     uint64_t max_tasks;       /* tasks per worker before it retires, 0: no limit */
     int spare;                /* elastic mode (>= 0): busy + pending + spare workers */

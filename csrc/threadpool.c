@@ -33,6 +33,7 @@ typedef struct {
     int closed;             /* no more put(); workers leave once the queue drains */
     int stopped;            /* workers leave after their current task */
     unsigned long fork_gen; /* pb_fork_generation when made */
+    int synced;             /* mutex and cond initialised */
 } ThreadCore;
 
 /* Returns 0, or -1 with MemoryError set. Called with the mutex held. */
@@ -107,15 +108,15 @@ ThreadCore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     ThreadCore *self = (ThreadCore *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
-    if (pthread_mutex_init(&self->mutex, NULL) != 0) {
-        Py_DECREF(self);
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    if (pthread_cond_init(&self->cond, NULL) != 0) {
+    int rc = pthread_mutex_init(&self->mutex, NULL);
+    if (rc == 0 && (rc = pthread_cond_init(&self->cond, NULL)) != 0)
         pthread_mutex_destroy(&self->mutex);
-        Py_DECREF(self);
+    if (rc != 0) {
+        Py_DECREF(self); /* synced 0: dealloc destroys neither */
+        errno = rc;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
+    self->synced = 1;
     self->max_idle = max_idle;
     self->fork_gen = pb_fork_generation;
     return (PyObject *)self;
@@ -171,8 +172,10 @@ ThreadCore_dealloc(ThreadCore *self)
     /* An engine that a fork caught mid-operation is leaked, not torn down. */
     if (self->fork_gen == pb_fork_generation) {
         PyMem_RawFree(self->ring);
-        pthread_cond_destroy(&self->cond);
-        pthread_mutex_destroy(&self->mutex);
+        if (self->synced) {
+            pthread_cond_destroy(&self->cond);
+            pthread_mutex_destroy(&self->mutex);
+        }
     }
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
