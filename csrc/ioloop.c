@@ -390,16 +390,19 @@ static pp_proc *
 proc_by_fd(ProcCore *self, int fd)
 {
     for (int i = 0; i < self->nprocs; i++)
-        if (self->procs[i].task_fd == fd || self->procs[i].result_fd == fd)
+        if (self->procs[i].task_fd == fd || self->procs[i].result_fd == fd
+            || self->procs[i].pidfd == fd)
             return &self->procs[i];
     return NULL;
 }
 
-/* The launcher process died, and its workers with it (their parent-death
- * signal). Each is settled once its result pipe is read to the end, so
- * what it finished is reported finished: its running task gets
- * ProcessExpired, the tasks queued behind it go back to the queue. The
- * completer starts a new launcher meanwhile. Mutex held. */
+/* The launcher process died. Its workers outlive it where the pool holds
+ * their pidfds: they go on serving, watched and signalled from here, and
+ * nothing is lost. Elsewhere they die with it (their parent-death signal),
+ * each settled once its result pipe is read to the end, so what it
+ * finished is reported finished: its running task gets ProcessExpired,
+ * the tasks queued behind it go back to the queue. The completer starts
+ * a new launcher meanwhile. Mutex held. */
 static void
 launcher_lost(ProcCore *self)
 {
@@ -418,22 +421,30 @@ launcher_lost(ProcCore *self)
             }
             proc_remove(self, i);
         }
+        else if (p->pidfd >= 0 && !p->gone) {
+            /* It outlives its launcher: it goes on serving. */
+            p->orphan = ORPHAN_WATCHED;
+            pb_loop_watch(self->loop, p->pidfd, PB_EV_READ);
+        }
         else {
-            p->orphan = 1;
+            p->orphan = ORPHAN_DYING;
         }
     }
     self->relaunch = RELAUNCH_WANTED;
     pthread_cond_signal(&self->done_cond);
 }
 
-/* Settles workers of a dead launcher whose pipes are read to the end (or
- * closed by a kill): killed by their parent-death signal. Mutex held. */
+/* Settles workers of a dead launcher that exited (their status is not
+ * ours to know), or whose pipes are read to the end or closed by a kill
+ * when they died with it (its parent-death signal). Mutex held. */
 static void
 settle_orphans(ProcCore *self)
 {
     for (int i = self->nprocs - 1; i >= 0; i--) {
         pp_proc *p = &self->procs[i];
-        if (p->orphan && (p->eof || p->result_fd < 0))
+        if (p->orphan == ORPHAN_WATCHED && p->gone)
+            proc_exited(self, p->pid, -1);
+        else if (p->orphan == ORPHAN_DYING && (p->eof || p->result_fd < 0))
             proc_exited(self, p->pid, SIGKILL);
     }
 }
@@ -514,6 +525,8 @@ ctl_read(ProcCore *self)
             p->task_fd = fds[0];
             p->result_fd = fds[1];
             p->cancel_fd = fds[2];
+            p->pidfd = fds[3];
+            pb_fd_register(p->pidfd);
             pb_fd_register(p->task_fd);
             pb_fd_register(p->result_fd);
             pb_fd_register(p->cancel_fd);
@@ -600,7 +613,7 @@ handle_deadlines(ProcCore *self)
         }
         if (p->state == PROC_DYING && p->kill_at > 0) {
             if (p->kill_at <= now) {
-                ctl_kill(self, p->pid, SIGKILL);
+                proc_signal(self, p, SIGKILL);
                 p->kill_at = -1;
             }
             else if (next < 0 || p->kill_at < next) {
@@ -669,6 +682,8 @@ io_main(void *arg)
                 proc_flush(self, p);
             else if (fd == p->result_fd)
                 proc_fill(p);
+            else if (fd == p->pidfd && p->orphan == ORPHAN_WATCHED)
+                p->gone = 1; /* settled, and unwatched, by settle_orphans() */
         }
 
         pthread_mutex_lock(&self->mutex);

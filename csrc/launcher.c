@@ -11,6 +11,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
@@ -29,6 +31,7 @@ typedef struct {
     int nframes;
     int trees;  /* each worker leads a process group; kills take the tree */
     int inproc; /* a thread of the pool's own process (fork and spawn) */
+    pid_t pool; /* a process of its own: the pool's, which its workers watch */
     /* Workers the caller forked at the pool's start (prefork()), handed out
      * before any is forked here: pid and channel ends, -1 once taken. */
     struct {
@@ -80,16 +83,55 @@ launcher_drop_stock(launcher *L, pid_t pid)
     return 0;
 }
 
+/* The thread of exit_with(): ends the process once its pidfd is readable. */
+static void *
+exit_with_main(void *arg)
+{
+    struct pollfd pfd = {(int)(intptr_t)arg, POLLIN, 0};
+    while (poll(&pfd, 1, -1) < 0 && errno == EINTR)
+        ;
+    _exit(70);
+    return NULL;
+}
+
+/* Ends this process when process pid ends, by a thread watching its pidfd:
+ * 0, or -1 where it cannot be watched. */
+static int
+exit_with(pid_t pid)
+{
+    int fd = pb_pidfd_open(pid);
+    if (fd < 0)
+        return -1;
+    pthread_attr_t attr;
+    pthread_t thread;
+    sigset_t all, old;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 64 * 1024);
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old); /* signals belong to the main thread */
+    int rc = pthread_create(&thread, &attr, exit_with_main, (void *)(intptr_t)fd);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        close(fd);
+        return -1;
+    }
+    return 0;
+}
+
 /* The common setup of a forked worker, in the child: a process group of
- * its own (trees), the parent's end watched, its tasks' orphans kept
- * below it when no launcher process adopts them. */
+ * its own (trees), its tasks' orphans kept below it when no launcher
+ * process adopts them, and an end with its parent. A worker of a launcher
+ * process ends with the pool instead where it can (pool > 0): it outlives
+ * a launcher that is killed, and goes on serving. */
 static void
-forked_worker_setup(int trees, int subreaper, pid_t watch_parent)
+forked_worker_setup(int trees, int subreaper, pid_t watch_parent, pid_t pool)
 {
     if (trees)
         setpgid(0, 0); /* a group of its own, as its tasks' children */
     PyOS_AfterFork_Child();
-    if (watch_parent > 0)
+    if (watch_parent > 0 && (pool <= 0 || exit_with(pool) < 0))
         pb_set_parent_death_signal(watch_parent);
     if (trees && subreaper)
         pb_set_child_subreaper();
@@ -176,7 +218,7 @@ launcher_spawn(launcher *L, pb_ctl_msg *req, int child_fds[3])
         if (pid == 0) {
             /* In process, the forking thread is the launcher's: it lives
              * as long as the pool. */
-            forked_worker_setup(L->trees, L->inproc, me);
+            forked_worker_setup(L->trees, L->inproc, me, L->pool);
             if (!L->inproc)
                 close(L->ctl_fd); /* in process, registered: closed at the fork */
             pb_reaper_free(L->reaper);
@@ -225,11 +267,16 @@ launcher_spawn(launcher *L, pb_ctl_msg *req, int child_fds[3])
     }
     reply.op = PB_CTL_SPAWNED;
     reply.pid = pid;
-    int fds[3] = {tp[1], rp[0], cp[1]};
-    pb_ctl_send(L->ctl_fd, &reply, fds, 3);
+    /* A launcher process sends a pidfd too: its workers outlive it, and
+     * the pool then watches them itself. */
+    int pidfd = L->pool > 0 ? pb_pidfd_open(pid) : -1;
+    int fds[4] = {tp[1], rp[0], cp[1], pidfd};
+    pb_ctl_send(L->ctl_fd, &reply, fds, pidfd >= 0 ? 4 : 3);
     close(tp[1]);
     close(rp[0]);
     close(cp[1]);
+    if (pidfd >= 0)
+        close(pidfd);
     return 0;
 fail:
     for (int i = 0; i < 2; i++) {
@@ -330,6 +377,8 @@ pebble_launcher_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         L.kinds[i] = (uint32_t)kind;
         L.frames[i] = view;
     }
+    if (!L.inproc && args[1] == Py_None)
+        L.pool = getppid(); /* forked workers watch the pool, not this process */
     L.reaper = L.inproc ? pb_reaper_new_inproc() : pb_reaper_new();
     if (L.reaper == NULL) {
         PyErr_SetFromErrno(PyExc_OSError);
@@ -547,7 +596,7 @@ pebble_prefork(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             PyOS_BeforeFork();
             pid = fork();
             if (pid == 0) {
-                forked_worker_setup(trees, 1, main_thread ? me : 0);
+                forked_worker_setup(trees, 1, main_thread ? me : 0, 0);
                 Py_CLEAR(list); /* the parent's: only closed here */
                 close(tp[1]);
                 close(rp[0]);

@@ -104,13 +104,37 @@ proc_kill(ProcCore *self, pp_proc *p)
     proc_close_channels(self, p);
     p->task = NULL;
     p->state = PROC_DYING;
-    ctl_kill(self, p->pid, SIGTERM);
+    proc_signal(self, p, SIGTERM);
     p->kill_at = pebble_now_ns() + KILL_GRACE_NS;
+}
+
+void
+proc_signal(ProcCore *self, pp_proc *p, int sig)
+{
+    if (p->orphan != ORPHAN_WATCHED) {
+        ctl_kill(self, p->pid, sig);
+        return;
+    }
+    if (p->gone)
+        return; /* its pid may be another's by now */
+    if (self->trees) {
+        /* No subreaper adopts what it leaves when it dies: below it,
+         * nothing waits for the grace period. */
+        pb_kill_descendants(p->pid, SIGKILL);
+        kill(-p->pid, sig);
+    }
+    pb_pidfd_signal(p->pidfd, sig);
 }
 
 void
 proc_remove(ProcCore *self, int i)
 {
+    pp_proc *p = &self->procs[i];
+    if (p->pidfd >= 0) {
+        pb_loop_watch(self->loop, p->pidfd, 0);
+        pb_fd_close(p->pidfd);
+        p->pidfd = -1;
+    }
     proc_close_channels(self, &self->procs[i]);
     self->procs[i] = self->procs[--self->nprocs];
 }
@@ -136,6 +160,7 @@ proc_new(ProcCore *self, int state)
     p->task_fd = p->result_fd = p->cancel_fd = -1;
     p->kill_at = -1;
     p->ewma_ns = -1;
+    p->pidfd = -1;
     return p;
 }
 
@@ -195,7 +220,7 @@ proc_never_read(pp_proc *p, pp_task *t)
     return consumed <= frame_start;
 }
 
-/* A worker exited with the given wait status. */
+/* A worker exited with the given wait status (-1: not known). */
 void
 proc_exited(ProcCore *self, pid_t pid, int status)
 {
@@ -208,7 +233,9 @@ proc_exited(ProcCore *self, pid_t pid, int status)
     pp_proc *p = &self->procs[i];
     /* Whatever it wrote before dying is still in the pipe. */
     proc_read(self, p);
-    int code = WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
+    int code = status == -1          ? PB_EXIT_UNKNOWN
+               : WIFSIGNALED(status) ? -WTERMSIG(status)
+                                     : WEXITSTATUS(status);
     if (p->state == PROC_ALIVE && !p->ready && self->state != S_STOPPING
         && self->state != S_ERROR) {
         /* Died before it was ready: its task never started and goes back
@@ -269,7 +296,7 @@ proc_write_failed(ProcCore *self, pp_proc *p)
     p->wwatch = 0;
     if (p->state == PROC_ALIVE || p->state == PROC_RETIRING) {
         p->state = PROC_DYING;
-        ctl_kill(self, p->pid, SIGKILL);
+        proc_signal(self, p, SIGKILL);
         p->kill_at = -1;
     }
 }

@@ -178,7 +178,7 @@ PEBBLE_HIDDEN int pb_read_all(int fd, void *buf, size_t n);
 PEBBLE_HIDDEN int pb_ctl_send(int sock, const pb_ctl_msg *msg, const int *fds, int nfds);
 /* Descriptors one control message carries at most: a worker's channel,
  * its task, result and cancel pipes. */
-#define PB_CTL_MAX_FDS 3
+#define PB_CTL_MAX_FDS 4
 /* Receives a control message and up to PB_CTL_MAX_FDS descriptors (the
  * rest of fds set to -1). Returns 1, 0 on EOF, -1 with errno set (EAGAIN
  * when empty). */

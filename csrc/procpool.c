@@ -154,8 +154,10 @@ ProcCore_dealloc(ProcCore *self)
     /* In a forked child the descriptors were closed at fork and their
      * numbers may belong to other files by now. */
     for (int i = 0; i < self->nprocs; i++) {
-        if (ours)
+        if (ours) {
             proc_close_channels(self, &self->procs[i]);
+            pb_fd_close(self->procs[i].pidfd);
+        }
         free(self->procs[i].stage);
         free(self->procs[i].rd.data);
     }
@@ -354,13 +356,15 @@ ProcCore_stop(ProcCore *self, PyObject *Py_UNUSED(ignored))
 }
 
 PyDoc_STRVAR(ProcCore_run_doc,
-"run($self, ctl_fd, resolve, relaunch=None, /)\n--\n\n"
+"run($self, ctl_fd, resolve, relaunch=None, trees=False, /)\n--\n\n"
 "Drive the pool: start the I/O thread on the launcher control socket\n"
 "ctl_fd (owned from now on) and resolve futures in the calling thread until\n"
 "the pool has finished. resolve(future, outcome, timeout, exitcode, pid)\n"
 "handles the outcomes that carry no payload. relaunch(), if given, starts\n"
 "a launcher process in place of one that died and returns its control\n"
-"socket fd (owned by the pool from then on).");
+"socket fd (owned by the pool from then on), or -1; the workers of the\n"
+"dead one are then signalled from here, with their process trees if\n"
+"trees is true.");
 
 static PyObject *
 ProcCore_run(ProcCore *self, PyObject *const *args, Py_ssize_t nargs)
@@ -368,11 +372,14 @@ ProcCore_run(ProcCore *self, PyObject *const *args, Py_ssize_t nargs)
     pebble_state *st = pebble_state_from_type(Py_TYPE(self));
     completer_ctx cx = {NULL, NULL, st->Block_Type, NULL};
     PyObject *futures_mod = NULL, *result = NULL;
-    if (nargs < 2 || nargs > 3) {
-        PyErr_SetString(PyExc_TypeError, "run() takes 2 or 3 arguments");
+    if (nargs < 2 || nargs > 4) {
+        PyErr_SetString(PyExc_TypeError, "run() takes 2 to 4 arguments");
         return NULL;
     }
-    if (nargs == 3 && args[2] != Py_None) {
+    int trees = nargs == 4 ? PyObject_IsTrue(args[3]) : 0;
+    if (trees < 0)
+        return NULL;
+    if (nargs >= 3 && args[2] != Py_None) {
         if (!PyCallable_Check(args[2])) {
             PyErr_SetString(PyExc_TypeError, "relaunch must be callable");
             return NULL;
@@ -399,6 +406,7 @@ ProcCore_run(ProcCore *self, PyObject *const *args, Py_ssize_t nargs)
     pthread_mutex_lock(&self->mutex);
     self->ctl_fd = ctl_fd;
     self->relaunchable = cx.relaunch != NULL;
+    self->trees = trees;
     if (ctl_fd >= 0) {
         pb_fd_register(ctl_fd);
         pb_set_nonblock(ctl_fd);
@@ -575,6 +583,7 @@ pebble_proccore_init(PyObject *module, pebble_state *st)
     ADD("FAIL_STARTUP", FAIL_STARTUP);
     ADD("FAIL_SPAWN", FAIL_SPAWN);
     ADD("FAIL_LAUNCHER", FAIL_LAUNCHER);
+    ADD("EXIT_UNKNOWN", PB_EXIT_UNKNOWN);
 #undef ADD
     return 0;
 }

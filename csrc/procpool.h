@@ -101,15 +101,19 @@ enum {
 
 /* One worker process, from the SPAWN request until it is reaped. */
 typedef struct pp_proc {
-    int state;               /* PROC_* */
-    uint64_t gen;            /* matches SPAWN with SPAWNED */
-    pid_t pid;               /* known once SPAWNED arrived */
-    int task_fd;             /* write end, non-blocking */
-    int result_fd;           /* read end, non-blocking */
-    int cancel_fd;           /* write end of its cancel pipe, non-blocking; -1 none */
-    int ready;               /* READY received */
-    int adopted;             /* forked by fork_call() for its one task */
-    int orphan;              /* its launcher died: it dies too, settled at EOF */
+    int state;     /* PROC_* */
+    uint64_t gen;  /* matches SPAWN with SPAWNED */
+    pid_t pid;     /* known once SPAWNED arrived */
+    int task_fd;   /* write end, non-blocking */
+    int result_fd; /* read end, non-blocking */
+    int cancel_fd; /* write end of its cancel pipe, non-blocking; -1 none */
+    int ready;     /* READY received */
+    int adopted;   /* forked by fork_call() for its one task */
+    /* Its launcher died: ORPHAN_WATCHED it goes on, watched by pidfd and
+     * signalled from here; ORPHAN_DYING it dies too, settled at EOF. */
+    int orphan;
+    int pidfd;               /* from a launcher process, -1 if none */
+    int gone;                /* pidfd readable: it has exited */
     int eof;                 /* result pipe reached EOF */
     pp_task *task;           /* running (the head of its queue), or NULL */
     pp_task *queued[QDEPTH]; /* sent behind the running task, in order */
@@ -197,6 +201,7 @@ typedef struct {
     int relaunchable;
     int relaunch;    /* RELAUNCH_*: where a replacement stands */
     int relaunch_fd; /* its control socket, RELAUNCH_READY */
+    int trees;       /* kills of orphans take their process trees */
     /* The error that broke the pool (an INIT_ERROR payload), or an errno. */
     char *error_data;
     size_t error_len;
@@ -245,6 +250,13 @@ typedef struct {
     PyObject *relaunch; /* Python: relaunch() -> control socket fd, or NULL */
 } completer_ctx;
 
+/* The exit code of a worker whose status is not known (a dead launcher's). */
+#include <limits.h>
+#define PB_EXIT_UNKNOWN INT_MIN
+
+/* pp_proc.orphan */
+enum { ORPHAN_NONE, ORPHAN_WATCHED, ORPHAN_DYING };
+
 /* ProcCore.relaunch */
 enum { RELAUNCH_NONE, RELAUNCH_WANTED, RELAUNCH_STARTING, RELAUNCH_READY, RELAUNCH_FAILED };
 
@@ -279,6 +291,9 @@ PEBBLE_HIDDEN void ctl_kill(ProcCore *self, pid_t pid, int sig);
 
 /* A new entry of the process table in *state*; NULL if it cannot grow. */
 PEBBLE_HIDDEN pp_proc *proc_new(ProcCore *self, int state);
+/* Sends sig to a worker: through its launcher, or from here when that
+ * launcher died. */
+PEBBLE_HIDDEN void proc_signal(ProcCore *self, pp_proc *p, int sig);
 /* Asks the launcher for a new worker. */
 PEBBLE_HIDDEN void proc_spawn(ProcCore *self);
 /* Tells an idle worker to exit by itself; 0 if it must be asked later. */

@@ -348,7 +348,7 @@ class ProcessPool(BasePool):
             return ctl
 
         try:
-            self._core.run(ctl_fd, self._resolve, relaunch)
+            self._core.run(ctl_fd, self._resolve, relaunch, self._kill_tree)
         finally:
             for pid in launchers:
                 _reap(pid)
@@ -393,7 +393,8 @@ class ProcessPool(BasePool):
         if outcome == _pebble.OUT_TIMEOUT:
             future.set_exception(TimeoutError("Task timeout", timeout))
         elif outcome == _pebble.OUT_EXPIRED:
-            future.set_exception(ProcessExpired("Abnormal termination", code=exitcode, pid=pid))
+            code = None if exitcode == _pebble.EXIT_UNKNOWN else exitcode
+            future.set_exception(ProcessExpired("Abnormal termination", code=code, pid=pid))
         elif outcome == _pebble.OUT_STOPPED:
             if self._broken is not None:
                 future.set_exception(self._broken)
