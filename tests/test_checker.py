@@ -214,8 +214,20 @@ class PoolChecker(RuleBasedStateMachine):
             return
         os.kill(launcher, signal.SIGKILL)
         assert wait_until(lambda: self._launcher() not in (None, launcher), SETTLE), \
-            "no launcher replaced the one killed"
+            "no launcher replaced the one killed: %r, pool active %s" % (
+                self._children_commands(), self.pools[slot].active)
         self.launchers[slot] = self._launcher()
+
+    @staticmethod
+    def _children_commands():
+        commands = {}
+        for pid in children():
+            try:
+                with open("/proc/%d/cmdline" % pid, "rb") as cmdline:
+                    commands[pid] = (cmdline.read()[-60:], pid_alive(pid))
+            except OSError:
+                pass
+        return commands
 
     @staticmethod
     def _launcher():
