@@ -153,7 +153,7 @@ pp_complete(ProcCore *self, pebble_state *st, completer_ctx *cx)
         while (self->done_head == NULL && self->started_head == NULL && !self->finished
                && self->relaunch != RELAUNCH_WANTED)
             pthread_cond_wait(&self->done_cond, &self->mutex);
-        relaunch = self->relaunch == RELAUNCH_WANTED;
+        relaunch = self->relaunch == RELAUNCH_WANTED && !self->finished;
         if (relaunch)
             self->relaunch = RELAUNCH_STARTING;
         done = self->done_head;

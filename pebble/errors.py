@@ -10,9 +10,14 @@ __all__ = ["ProcessExpired", "RemoteTraceback", "RemoteException", "OutcomeNotRe
 
 
 class ProcessExpired(OSError):
-    """Raised by ``Future.result()`` when the process running the task died."""
+    """Raised by ``Future.result()`` when the process running the task died.
 
-    def __init__(self, msg: str, code: int = 0, pid: Optional[int] = None):
+    ``exitcode`` is its exit code (negative: the signal that ended it), or
+    None where it cannot be known: a forkserver worker that outlived its
+    killed launcher is no child of the pool's any more.
+    """
+
+    def __init__(self, msg: str, code: Optional[int] = 0, pid: Optional[int] = None):
         super().__init__(msg)
         self.exitcode = code
         self.pid = pid

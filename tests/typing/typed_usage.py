@@ -111,7 +111,7 @@ for finished in as_completed([process_bare(3)]):
 def expired_code(future: "ProcessFuture[int]") -> Optional[int]:
     error = future.exception()
     if isinstance(error, ProcessExpired):
-        assert_type(error.exitcode, int)
+        assert_type(error.exitcode, Optional[int])
         return error.pid
     return None
 
