@@ -96,24 +96,68 @@ pb_fd_registry_init(void)
     return pthread_atfork(registry_prepare, registry_parent, registry_child) == 0 ? 0 : -1;
 }
 
+/* Adds fd once. registry_lock held. */
+static void
+registry_add(int fd)
+{
+    for (int i = 0; i < registry_len; i++)
+        if (registry[i] == fd)
+            return;
+    if (registry_len == registry_cap) {
+        int cap = registry_cap ? registry_cap * 2 : 64;
+        int *r = realloc(registry, (size_t)cap * sizeof(int));
+        if (r == NULL)
+            return; /* best effort: the channel still works */
+        registry = r;
+        registry_cap = cap;
+    }
+    registry[registry_len++] = fd;
+}
+
 void
 pb_fd_register(int fd)
 {
     if (fd < 0)
         return;
     pthread_mutex_lock(&registry_lock);
-    if (registry_len == registry_cap) {
-        int cap = registry_cap ? registry_cap * 2 : 64;
-        int *r = realloc(registry, (size_t)cap * sizeof(int));
-        if (r == NULL) {
-            pthread_mutex_unlock(&registry_lock);
-            return; /* best effort: the channel still works */
-        }
-        registry = r;
-        registry_cap = cap;
-    }
-    registry[registry_len++] = fd;
+    registry_add(fd);
     pthread_mutex_unlock(&registry_lock);
+}
+
+int
+pb_ctl_socketpair(int sv[2])
+{
+    int rc = -1, err = 0;
+    sv[0] = sv[1] = -1;
+    /* The fork handlers take this lock: no fork can copy the pair before
+     * it is registered, and closed in the child. */
+    pthread_mutex_lock(&registry_lock);
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0) {
+        err = errno;
+        goto done;
+    }
+    for (int k = 0; k < 2; k++) {
+        /* Above 3, 4 and 5, which spawned processes are given. */
+        sv[k] = fcntl(pair[k], F_DUPFD_CLOEXEC, 10);
+        if (sv[k] < 0)
+            err = errno;
+        close(pair[k]);
+    }
+    if (sv[0] < 0 || sv[1] < 0) {
+        for (int k = 0; k < 2; k++)
+            if (sv[k] >= 0)
+                close(sv[k]);
+        sv[0] = sv[1] = -1;
+        goto done;
+    }
+    registry_add(sv[0]);
+    registry_add(sv[1]);
+    rc = 0;
+done:
+    pthread_mutex_unlock(&registry_lock);
+    errno = err;
+    return rc;
 }
 
 void

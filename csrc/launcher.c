@@ -685,7 +685,43 @@ pebble_set_child_subreaper(PyObject *module, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(pebble_ctl_socketpair_doc,
+"ctl_socketpair()\n--\n\n"
+"A connected pair of SOCK_SEQPACKET sockets for a launcher's control\n"
+"channel, as (fd, fd): numbered 10 or above, and closed in any process\n"
+"forked from here, from their creation on. Close them with fd_close().");
+
+static PyObject *
+pebble_ctl_socketpair(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    int sv[2];
+    if (pb_ctl_socketpair(sv) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    PyObject *r = Py_BuildValue("(ii)", sv[0], sv[1]);
+    if (r == NULL) {
+        pb_fd_close(sv[0]);
+        pb_fd_close(sv[1]);
+    }
+    return r;
+}
+
+PyDoc_STRVAR(pebble_fd_close_doc,
+"fd_close(fd, /)\n--\n\n"
+"Close a descriptor of ctl_socketpair() (or another the extension tracks).");
+
+static PyObject *
+pebble_fd_close(PyObject *module, PyObject *arg)
+{
+    int fd = PyLong_AsInt_compat(arg);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    pb_fd_close(fd);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef launcher_methods[] = {
+    {"ctl_socketpair", (PyCFunction)pebble_ctl_socketpair, METH_NOARGS, pebble_ctl_socketpair_doc},
+    {"fd_close", (PyCFunction)pebble_fd_close, METH_O, pebble_fd_close_doc},
     {"set_child_subreaper",
      (PyCFunction)pebble_set_child_subreaper,
      METH_NOARGS,

@@ -179,6 +179,9 @@ PEBBLE_HIDDEN int pb_ctl_send(int sock, const pb_ctl_msg *msg, const int *fds, i
 /* Descriptors one control message carries at most: a worker's channel,
  * its task, result and cancel pipes. */
 #define PB_CTL_MAX_FDS 4
+/* A control socket pair, both ends registered (closed in fork children)
+ * and numbered 10 or above. 0, or -1 with errno set. */
+PEBBLE_HIDDEN int pb_ctl_socketpair(int sv[2]);
 /* Receives a control message and up to PB_CTL_MAX_FDS descriptors (the
  * rest of fds set to -1). Returns 1, 0 on EOF, -1 with errno set (EAGAIN
  * when empty). */

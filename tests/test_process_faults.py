@@ -526,6 +526,56 @@ def test_map_iteration_goes_on_when_the_launcher_dies():
     assert wait_until(lambda: not (set(children()) - before), 5)
 
 
+def _launchers():
+    found = []
+    for pid in children():
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as cmdline:
+                if b"spawned_launcher_main" in cmdline.read() and pid_alive(pid):
+                    found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.timeout(120)
+def test_a_fork_made_as_a_launcher_starts_does_not_hide_its_death(monkeypatch):
+    """A process forked from the pool's process while its launcher starts
+    (by another thread) holds no end of the launcher's control socket: the
+    launcher's death is still seen, and the launcher replaced."""
+    import warnings
+    sleepers = []
+    real_spawn = os.posix_spawn
+
+    def fork_then_spawn(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # forked from a thread
+            pid = os.fork()
+        if pid == 0:
+            time.sleep(60)
+            os._exit(0)
+        sleepers.append(pid)
+        return real_spawn(*args, **kwargs)
+
+    monkeypatch.setattr(os, "posix_spawn", fork_then_spawn)
+    try:
+        pool = ProcessPool(max_workers=1, context=multiprocessing.get_context("forkserver"))
+        assert pool.schedule(pf.add, args=(1, 1)).result(60) == 2
+        monkeypatch.undo()
+        assert sleepers
+        (launcher,) = _launchers()
+        os.kill(launcher, signal.SIGKILL)
+        assert wait_until(lambda: _launchers() not in ([], [launcher]), 30)
+        assert_pool_works(pool)
+        pool.close()
+        pool.join(30)
+    finally:
+        monkeypatch.undo()
+        for pid in sleepers:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+
 @pytest.mark.skipif(not FORK_IN_PROCESS, reason="needs pidfds")
 @pytest.mark.timeout(120)
 def test_a_dead_launcher_costs_nothing(tmp_path):

@@ -6,7 +6,6 @@ import atexit
 import multiprocessing
 import os
 import pickle
-import socket
 import threading
 import time
 import weakref
@@ -104,57 +103,74 @@ def start_launcher(method: str, initializer: Any, initargs: tuple,
     *preparation* is the spawn preparation data (spawn and forkserver),
     taken by the caller while the main module is still intact.
     """
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    # Closed in anything forked meanwhile: no other process may hold the
+    # launcher's end, whose EOF tells the pool that the launcher died.
+    ours, theirs = _pebble.ctl_socketpair()
     try:
-        if method == "fork":
-            parent = os.getpid()
+        pid = _launcher_process(method, initializer, initargs, preparation, trees,
+                                ours, theirs)
+    except BaseException:
+        _pebble.fd_close(ours)
+        raise
+    finally:
+        _pebble.fd_close(theirs)
+    return ours, pid
+
+
+def _launcher_process(method: str, initializer: Any, initargs: tuple,
+                      preparation: Optional[dict], trees: bool, ours: int, theirs: int) -> int:
+    """Start the launcher on the control socket end *theirs*; its pid."""
+    if method == "fork":
+        parent = os.getpid()
+        # Registered descriptors are closed in a fork: the launcher keeps a copy.
+        kept = os.dup(theirs)
+        try:
             pid = os.fork()
-            if pid == 0:  # the launcher
-                ours.close()
+            if pid == 0:  # the launcher: never returns
                 # Processes forked later may hold our control socket open,
                 # so its EOF alone cannot tell that the parent died.
                 _pebble.set_parent_death_signal(parent)
-                _worker.launcher_main(theirs.detach(), None,
-                                      [(_pebble.FRAME_INIT, b"")], (initializer, initargs),
-                                      trees, ("fork", parent))
-            return ours.detach(), pid
-        config = {
-            "method": method,
-            "parent": os.getpid(),
-            "trees": trees,
-            "preparation": preparation,
-            "init": _dumps((initializer, initargs)) if initializer is not None else b"",
-            "argv": _spawn_command(),
-        }
-        if method == "forkserver":
-            from multiprocessing import forkserver
-            config["preload"] = list(getattr(forkserver._forkserver, "_preload_modules", ()))
-        boot_r, boot_w = os.pipe()
-        try:
-            argv = _interpreter_command(
-                "from pebble._worker import spawned_launcher_main; "
-                "spawned_launcher_main(3, 4)")
-            # Move the descriptors out of the way of 3 and 4 before dup2.
-            ctl = os.dup(theirs.fileno()) if theirs.fileno() < 10 else theirs.fileno()
-            boot = os.dup(boot_r) if boot_r < 10 else boot_r
-            actions = [(os.POSIX_SPAWN_DUP2, ctl, 3), (os.POSIX_SPAWN_DUP2, boot, 4)]
-            pid = os.posix_spawn(argv[0], argv, dict(os.environ), file_actions=actions)
-            for fd in {ctl, boot} - {theirs.fileno(), boot_r}:
-                os.close(fd)
-            os.close(boot_r)
-            boot_r = -1
-            with os.fdopen(boot_w, "wb") as out:
-                boot_w = -1
-                pickle.dump(config, out, 5)
+                _worker.launcher_main(kept, None, [(_pebble.FRAME_INIT, b"")],
+                                      (initializer, initargs), trees, ("fork", parent))
         finally:
-            if boot_r >= 0:
-                os.close(boot_r)
-            if boot_w >= 0:
-                os.close(boot_w)
-        return ours.detach(), pid
+            os.close(kept)
+        return pid
+    config = {
+        "method": method,
+        "parent": os.getpid(),
+        "trees": trees,
+        "preparation": preparation,
+        "init": _dumps((initializer, initargs)) if initializer is not None else b"",
+        "argv": _spawn_command(),
+    }
+    if method == "forkserver":
+        from multiprocessing import forkserver
+        config["preload"] = list(getattr(forkserver._forkserver, "_preload_modules", ()))
+    boot_r, boot_w = os.pipe()
+    try:
+        argv = _interpreter_command(
+            "from pebble._worker import spawned_launcher_main; "
+            "spawned_launcher_main(3, 4)")
+        # Move the boot pipe out of the way of 3 and 4 before dup2 (the
+        # control socket is numbered 10 or above).
+        boot = os.dup(boot_r) if boot_r < 10 else boot_r
+        actions = [(os.POSIX_SPAWN_DUP2, theirs, 3), (os.POSIX_SPAWN_DUP2, boot, 4)]
+        try:
+            pid = os.posix_spawn(argv[0], argv, dict(os.environ), file_actions=actions)
+        finally:
+            if boot != boot_r:
+                os.close(boot)
+        os.close(boot_r)
+        boot_r = -1
+        with os.fdopen(boot_w, "wb") as out:
+            boot_w = -1
+            pickle.dump(config, out, 5)
     finally:
-        theirs.close()
-        ours.close()
+        if boot_r >= 0:
+            os.close(boot_r)
+        if boot_w >= 0:
+            os.close(boot_w)
+    return pid
 
 
 def _can_fork_in_process() -> bool:
@@ -184,17 +200,18 @@ def start_inproc_launcher(initializer: Any, initargs: tuple, trees: bool,
         init = _dumps((initializer, initargs)) if initializer is not None else b""
         frames = [(_pebble.FRAME_PREPARE, pickle.dumps(preparation, 5)),
                   (_pebble.FRAME_INIT, init)]
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours, theirs = _pebble.ctl_socketpair()
     try:
         thread = threading.Thread(target=_worker.inproc_launcher_main,
-                                  args=(theirs.fileno(), (initializer, initargs), trees,
+                                  args=(theirs, (initializer, initargs), trees,
                                         stock, argv, frames),
                                   name="ProcessPool-launcher", daemon=True)
-        theirs.detach()
         thread.start()
-        return ours.detach(), thread
-    finally:
-        ours.close()
+    except BaseException:
+        _pebble.fd_close(ours)
+        _pebble.fd_close(theirs)
+        raise
+    return ours, thread
 
 
 def _reap(pid: int) -> Optional[int]:
