@@ -495,6 +495,21 @@ ProcCore_get_pending(ProcCore *self, void *Py_UNUSED(closure))
 }
 
 static PyObject *
+ProcCore_get_idle(ProcCore *self, void *Py_UNUSED(closure))
+{
+    if (PP_FOREIGN(self))
+        return PyLong_FromLong(0);
+    int n = 0;
+    pthread_mutex_lock(&self->mutex);
+    for (int i = 0; i < self->nprocs; i++) {
+        pp_proc *p = &self->procs[i];
+        n += p->state == PROC_ALIVE && p->ready && p->task == NULL && p->nqueued == 0;
+    }
+    pthread_mutex_unlock(&self->mutex);
+    return PyLong_FromLong(n);
+}
+
+static PyObject *
 ProcCore_get_finished(ProcCore *self, void *Py_UNUSED(closure))
 {
     if (PP_FOREIGN(self))
@@ -521,6 +536,7 @@ static PyMethodDef ProcCore_methods[] = {
 static PyGetSetDef ProcCore_getset[] = {
     {"pids", (getter)ProcCore_get_pids, NULL, "Process ids of the live workers.", NULL},
     {"pending", (getter)ProcCore_get_pending, NULL, "Number of tasks not yet dispatched.", NULL},
+    {"idle", (getter)ProcCore_get_idle, NULL, "Number of ready workers with no task.", NULL},
     {"error",
      (getter)ProcCore_get_error,
      NULL,

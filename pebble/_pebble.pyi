@@ -63,6 +63,7 @@ class ThreadCore:
 class ProcCore:
     pids: List[int]
     pending: int
+    idle: int
     finished: bool
     error: Optional[Tuple[int, int, bytes]]
     def __init__(self, max_workers: int, max_tasks: int, spare: int,

@@ -41,6 +41,8 @@ from proctools import children, descendants, pid_alive, wait_until  # noqa: E402
 TIMEOUT_ERRORS = (TimeoutError, FuturesTimeoutError)
 #: How long the end of one run may take to settle everything.
 SETTLE = 60
+#: How long a task may stay pending while a worker of its pool is idle.
+IDLE_BOUND = 2.0
 #: The slot of tasks run by decorated calls rather than by a pool.
 CALLS = 2
 #: The checked task decorated once per timeout, without ``@``.
@@ -303,6 +305,18 @@ class PoolChecker(RuleBasedStateMachine):
                 run.may_expire |= expire
 
     # -- invariants ---------------------------------------------------------------
+
+    @invariant()
+    def no_task_waits_beside_an_idle_worker(self):
+        """A task is not left pending while a worker of its pool is idle,
+        beyond the time the pool takes to notice."""
+        for pool in self.pools:
+            if pool is None or not pool.active:
+                continue
+            core = pool._core
+            assert wait_until(lambda core=core: not (core.pending and core.idle), IDLE_BOUND), \
+                "%d tasks pending beside %d idle workers for %.1f s" % (
+                    core.pending, core.idle, IDLE_BOUND)
 
     @invariant()
     def outcomes_are_deserved(self):

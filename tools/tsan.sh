@@ -16,8 +16,10 @@ libtsan="$(gcc -print-file-name=libtsan.so)"
 cd "$root"
 export PYTHONMALLOC=malloc
 # Races inside the uninstrumented interpreter are not ours: report only
-# those with a frame in the extension.
-export TSAN_OPTIONS="halt_on_error=0:exitcode=66:report_signal_unsafe=0:suppressions=$root/tools/tsan.supp"
+# those with a frame in the extension. Fork-mode workers are forks of this
+# many-threaded process that start a thread of their own (the canceller):
+# die_after_fork=0 lets them live, unchecked, instead of being killed.
+export TSAN_OPTIONS="halt_on_error=0:exitcode=66:report_signal_unsafe=0:die_after_fork=0:suppressions=$root/tools/tsan.supp"
 export LD_PRELOAD="$libtsan"
 if [ "$#" -eq 0 ]; then
     set -- tests/test_thread_pool.py tests/test_process_pool.py -x
