@@ -167,10 +167,13 @@ schedule_work(ProcCore *self)
             for (; n < want && !self->ctl_eof; n++)
                 proc_spawn(self);
     }
-    /* A child forked for one call leaves once it has answered. */
+    /* A child forked for one call leaves once it has answered; a worker
+     * that outlived its launcher once it has run what it was given (its
+     * exit status is no longer the pool's to learn). */
     for (int i = 0; i < self->nprocs; i++) {
         pp_proc *p = &self->procs[i];
-        if (p->adopted && p->state == PROC_ALIVE && p->task == NULL)
+        if ((p->adopted || p->orphan) && p->state == PROC_ALIVE && p->task == NULL
+            && p->nqueued == 0)
             proc_retire(self, p);
     }
     /* A worker done with its max_tasks share leaves once nothing waits to
@@ -189,7 +192,8 @@ schedule_work(ProcCore *self)
     for (int ready = 1; ready >= 0; ready--) {
         for (int i = 0; i < self->nprocs && self->pend_head; i++) {
             pp_proc *p = &self->procs[i];
-            if (p->state != PROC_ALIVE || p->task != NULL || p->ready != ready || p->adopted)
+            if (p->state != PROC_ALIVE || p->task != NULL || p->ready != ready || p->adopted
+                || p->orphan)
                 continue;
             if (self->max_tasks && p->ntasks >= self->max_tasks)
                 continue; /* done with its share, retired below */
@@ -202,8 +206,9 @@ schedule_work(ProcCore *self)
     for (int depth = 1; depth <= QDEPTH && self->pend_head; depth++) {
         for (int i = 0; i < self->nprocs && self->pend_head; i++) {
             pp_proc *p = &self->procs[i];
-            if (p->state != PROC_ALIVE || p->task == NULL || p->adopted || p->nqueued >= depth
-                || p->ewma_ns < 0 || p->ewma_ns > PIPELINE_MAX_NS || self->spare >= 0
+            if (p->state != PROC_ALIVE || p->task == NULL || p->adopted || p->orphan
+                || p->nqueued >= depth || p->ewma_ns < 0 || p->ewma_ns > PIPELINE_MAX_NS
+                || self->spare >= 0
                 || (self->max_tasks && p->ntasks + 1 + (uint64_t)p->nqueued >= self->max_tasks)
                 || p->wq_len >= WQ_CAP - WQ_RESERVE)
                 continue;

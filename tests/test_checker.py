@@ -62,6 +62,8 @@ class Task:
         self.calls = 0  # done-callbacks seen
         self.may_cancel = False  # cancel() returned True, or its pool stopped
         self.may_expire = False  # a process of its pool was killed while it was pending
+        self.may_lose_code = False  # pending when its launcher died: its worker's exit
+        # status may be beyond the pool's knowledge
         self.checked = False
         future.add_done_callback(self._done)
 
@@ -214,6 +216,9 @@ class PoolChecker(RuleBasedStateMachine):
         launcher = self.launchers[slot]
         if launcher is None:
             return
+        for task in self.tasks:
+            if task.slot == slot and not task.future.done():
+                task.may_lose_code = True
         os.kill(launcher, signal.SIGKILL)
         assert wait_until(lambda: self._launcher() not in (None, launcher), SETTLE), \
             "no launcher replaced the one killed: %r, pool active %s" % (
@@ -356,7 +361,8 @@ class PoolChecker(RuleBasedStateMachine):
             assert task.kind == "unloadable", (task.kind, error)
             return
         if isinstance(error, ProcessExpired):
-            if task.kind == "exit" and error.exitcode == 3:
+            if task.kind == "exit" and (error.exitcode == 3
+                                        or (error.exitcode is None and task.may_lose_code)):
                 return
             assert task.may_expire, "task %d (%s): %r, exit code %s" % (
                 task.id, task.kind, error, error.exitcode)

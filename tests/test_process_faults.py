@@ -578,34 +578,53 @@ def test_a_fork_made_as_a_launcher_starts_does_not_hide_its_death(monkeypatch):
 
 @pytest.mark.skipif(not FORK_IN_PROCESS, reason="needs pidfds")
 @pytest.mark.timeout(120)
-def test_a_dead_launcher_costs_nothing(tmp_path):
-    """SIGKILL of a forkserver pool's launcher: its workers outlive it and go
-    on serving (the pool watches and kills them itself), a new launcher
+def test_a_dead_launcher_costs_nothing():
+    """SIGKILL of a forkserver pool's launcher: its workers outlive it and
+    finish what they were given, watched by the pool itself; a new launcher
     starts the next workers, and no task is lost."""
+    before = set(children())
+    pool = ProcessPool(max_workers=2, context=multiprocessing.get_context("forkserver"))
+    assert pool.schedule(pf.add, args=(1, 1)).result(60) == 2
+    (launcher,) = set(children()) - before
+    running = [pool.schedule(pf.sleep_return, args=(0.5, i)) for i in range(2)]
+    queued = [pool.schedule(pf.sleep_return, args=(0.01, i)) for i in range(20)]
+    for future in running:
+        wait_running(future)
+    orphans = set(pool._core.pids)
+    os.kill(launcher, signal.SIGKILL)
+    assert [future.result(30) for future in running] == [0, 1]
+    assert [future.result(30) for future in queued] == list(range(20))
+    # Once done, the orphans leave; the workers of the new launcher go on.
+    assert wait_until(lambda: all(pid_gone(pid) for pid in orphans), 10)
+    assert not orphans & {pool.schedule(pf.getpid).result(30) for _ in range(4)}
+    (replacement,) = set(children()) - before
+    assert replacement != launcher
+    assert_pool_works(pool)
+    pool.close()
+    pool.join(30)
+    assert wait_until(lambda: not (set(children()) - before), 5)
+
+
+@pytest.mark.skipif(not FORK_IN_PROCESS, reason="needs pidfds")
+@pytest.mark.timeout(120)
+def test_a_worker_that_outlived_its_launcher_is_still_killed_on_timeout(tmp_path):
+    """The pool itself kills a worker whose launcher died, with what its
+    task started (a child in a session of its own ignoring SIGTERM)."""
     before = set(children())
     pool = ProcessPool(max_workers=1, context=multiprocessing.get_context("forkserver"))
     worker = pool.schedule(pf.getpid).result(60)
     (launcher,) = set(children()) - before
-    running = pool.schedule(pf.sleep_return, args=(0.5, "running"))
-    queued = [pool.schedule(pf.sleep_return, args=(0.01, i)) for i in range(5)]
-    wait_running(running)
-    os.kill(launcher, signal.SIGKILL)
-    assert running.result(30) == "running"
-    assert [future.result(30) for future in queued] == list(range(5))
-    assert pool.schedule(pf.getpid).result(30) == worker  # the same worker, orphaned
-    # A timeout still kills it, and what it started, from the pool itself.
     record = str(tmp_path / "child")
-    stuck = pool.schedule(pf.start_child, args=(record, "session"), timeout=1.0)
+    stuck = pool.schedule(pf.start_child, args=(record, "session"), timeout=2.0)
+    wait_running(stuck)
+    assert wait_until(lambda: os.path.exists(record), 10)
+    os.kill(launcher, signal.SIGKILL)
     with pytest.raises(TimeoutError):
         stuck.result(30)
-    assert wait_until(lambda: pid_gone(worker), 5)
     with open(record) as pid_file:
         child = int(pid_file.read())
-    assert wait_until(lambda: pid_gone(child), 5)  # in a session of its own, ignoring SIGTERM
-    replacement = pool.schedule(pf.getpid).result(60)
-    assert replacement != worker
-    (new_launcher,) = set(children()) - before
-    assert new_launcher != launcher
+    assert wait_until(lambda: pid_gone(worker) and pid_gone(child), 5)
+    assert pool.schedule(pf.getpid).result(60) != worker
     pool.close()
     pool.join(30)
     assert wait_until(lambda: not (set(children()) - before), 5)
