@@ -19,7 +19,9 @@ export PYTHONMALLOC=malloc
 # those with a frame in the extension. Fork-mode workers are forks of this
 # many-threaded process that start a thread of their own (the canceller):
 # die_after_fork=0 lets them live, unchecked, instead of being killed.
-export TSAN_OPTIONS="halt_on_error=0:exitcode=66:report_signal_unsafe=0:die_after_fork=0:suppressions=$root/tools/tsan.supp"
+# As in sanitize.sh, the tests crash workers and exhaust memory on purpose:
+# handle_segv=0 and allocator_may_return_null=1.
+export TSAN_OPTIONS="halt_on_error=0:exitcode=66:report_signal_unsafe=0:die_after_fork=0:handle_segv=0:allocator_may_return_null=1:suppressions=$root/tools/tsan.supp"
 export LD_PRELOAD="$libtsan"
 if [ "$#" -eq 0 ]; then
     set -- tests/test_thread_pool.py tests/test_process_pool.py -x
