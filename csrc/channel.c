@@ -125,6 +125,19 @@ pb_fd_register(int fd)
 }
 
 int
+pb_sync_init(pthread_mutex_t *mutex, pthread_cond_t *cond)
+{
+    int rc = pthread_mutex_init(mutex, NULL);
+    if (rc == 0 && (rc = pthread_cond_init(cond, NULL)) != 0)
+        pthread_mutex_destroy(mutex);
+    if (rc != 0) {
+        errno = rc;
+        return -1;
+    }
+    return 0;
+}
+
+int
 pb_ctl_socketpair(int sv[2])
 {
     int rc = -1, err = 0;

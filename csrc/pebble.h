@@ -179,6 +179,8 @@ PEBBLE_HIDDEN int pb_ctl_send(int sock, const pb_ctl_msg *msg, const int *fds, i
 /* Descriptors one control message carries at most: a worker's channel,
  * its task, result and cancel pipes. */
 #define PB_CTL_MAX_FDS 4
+/* Initialises a mutex and a condition, or neither: 0, or -1 with errno. */
+PEBBLE_HIDDEN int pb_sync_init(pthread_mutex_t *mutex, pthread_cond_t *cond);
 /* A control socket pair, both ends registered (closed in fork children)
  * and numbered 10 or above. 0, or -1 with errno set. */
 PEBBLE_HIDDEN int pb_ctl_socketpair(int sv[2]);

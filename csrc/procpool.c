@@ -57,12 +57,8 @@ ProcCore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->max_start_failures = start_failures;
     self->inproc = inproc;
     self->next_id = 1;
-    int rc = pthread_mutex_init(&self->mutex, NULL);
-    if (rc == 0 && (rc = pthread_cond_init(&self->done_cond, NULL)) != 0)
-        pthread_mutex_destroy(&self->mutex);
-    if (rc != 0) {
+    if (pb_sync_init(&self->mutex, &self->done_cond) < 0) {
         Py_DECREF(self); /* synced 0: dealloc destroys neither */
-        errno = rc;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
     self->synced = 1;

@@ -108,12 +108,8 @@ ThreadCore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     ThreadCore *self = (ThreadCore *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
-    int rc = pthread_mutex_init(&self->mutex, NULL);
-    if (rc == 0 && (rc = pthread_cond_init(&self->cond, NULL)) != 0)
-        pthread_mutex_destroy(&self->mutex);
-    if (rc != 0) {
+    if (pb_sync_init(&self->mutex, &self->cond) < 0) {
         Py_DECREF(self); /* synced 0: dealloc destroys neither */
-        errno = rc;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
     self->synced = 1;

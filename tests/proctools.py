@@ -98,6 +98,20 @@ def children(pid=None):
     return found
 
 
+def launchers(pid=None):
+    """The live children of *pid* (default: this process) that run a pool's
+    launcher (forkserver)."""
+    found = []
+    for child in children(pid):
+        try:
+            with open("/proc/%d/cmdline" % child, "rb") as cmdline:
+                if b"spawned_launcher_main" in cmdline.read() and pid_alive(child):
+                    found.append(child)
+        except OSError:
+            pass
+    return found
+
+
 def descendants(pid=None):
     """All processes below *pid* (default: this process)."""
     pid = os.getpid() if pid is None else pid

@@ -36,7 +36,7 @@ import procfuncs as pf  # noqa: E402
 from pebble import ProcessExpired, ProcessPool, concurrent  # noqa: E402
 from pebble._process_call import fork_engine  # noqa: E402
 from pebble.errors import OutcomeNotRebuilt  # noqa: E402
-from proctools import children, descendants, pid_alive, wait_until  # noqa: E402
+from proctools import children, descendants, launchers, pid_alive, wait_until  # noqa: E402
 
 TIMEOUT_ERRORS = (TimeoutError, FuturesTimeoutError)
 #: How long the end of one run may take to settle everything.
@@ -238,16 +238,8 @@ class PoolChecker(RuleBasedStateMachine):
 
     @staticmethod
     def _launcher():
-        """The pool's launcher process: under forkserver the only one of our
-        children that runs the launcher (the workers are its children)."""
-        found = []
-        for pid in children():
-            try:
-                with open("/proc/%d/cmdline" % pid, "rb") as cmdline:
-                    if b"spawned_launcher_main" in cmdline.read() and pid_alive(pid):
-                        found.append(pid)
-            except OSError:
-                pass
+        """The forkserver pool's launcher: its workers are the launcher's children."""
+        found = launchers()
         return found[0] if len(found) == 1 else None
 
     @rule()

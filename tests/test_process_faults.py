@@ -25,7 +25,7 @@ from pebble.pool.process import FORK_IN_PROCESS
 from pebble import ProcessExpired, ProcessPool
 from concurrent.futures.process import BrokenProcessPool
 from pebble.common import RemoteTraceback
-from proctools import (TESTS_DIR, children, pid_alive, pid_gone, run_script, shm_entries,
+from proctools import (TESTS_DIR, children, launchers, pid_alive, pid_gone, run_script, shm_entries,
                        wait_until)
 
 FORK = multiprocessing.get_context("fork")
@@ -526,18 +526,6 @@ def test_map_iteration_goes_on_when_the_launcher_dies():
     assert wait_until(lambda: not (set(children()) - before), 5)
 
 
-def _launchers():
-    found = []
-    for pid in children():
-        try:
-            with open("/proc/%d/cmdline" % pid, "rb") as cmdline:
-                if b"spawned_launcher_main" in cmdline.read() and pid_alive(pid):
-                    found.append(pid)
-        except OSError:
-            pass
-    return found
-
-
 @pytest.mark.timeout(120)
 def test_a_fork_made_as_a_launcher_starts_does_not_hide_its_death(monkeypatch):
     """A process forked from the pool's process while its launcher starts
@@ -563,9 +551,9 @@ def test_a_fork_made_as_a_launcher_starts_does_not_hide_its_death(monkeypatch):
         assert pool.schedule(pf.add, args=(1, 1)).result(60) == 2
         monkeypatch.undo()
         assert sleepers
-        (launcher,) = _launchers()
+        (launcher,) = launchers()
         os.kill(launcher, signal.SIGKILL)
-        assert wait_until(lambda: _launchers() not in ([], [launcher]), 30)
+        assert wait_until(lambda: launchers() not in ([], [launcher]), 30)
         assert_pool_works(pool)
         pool.close()
         pool.join(30)
