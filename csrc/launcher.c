@@ -181,6 +181,8 @@ spawn_worker(launcher *L, int task_r, int result_w, int cancel_r)
         flags |= POSIX_SPAWN_SETPGROUP;
     }
     posix_spawnattr_setflags(&attr, flags);
+    /* The GIL is held: os.environ cannot change the environment meanwhile
+     * (in process, the other threads are the caller's). */
     rc = posix_spawn(&pid, L->argv[0], &fa, &attr, L->argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
