@@ -114,6 +114,8 @@ class PoolChecker(RuleBasedStateMachine):
         self.next_id = 0
         self.operations = 0
         self.children_before = set(children())
+        # Launchers of other pools of this process (decorated calls' own).
+        self.other_launchers = set(launchers())
 
     # -- pools -------------------------------------------------------------------
 
@@ -236,10 +238,9 @@ class PoolChecker(RuleBasedStateMachine):
                 pass
         return commands
 
-    @staticmethod
-    def _launcher():
+    def _launcher(self):
         """The forkserver pool's launcher: its workers are the launcher's children."""
-        found = launchers()
+        found = [pid for pid in launchers() if pid not in self.other_launchers]
         return found[0] if len(found) == 1 else None
 
     @rule()
@@ -449,7 +450,7 @@ def _run_checker(budget, examples):
 
 
 def _check_for(budget, examples):
-    before_children = set(children())
+    before_children = set(descendants())
     start = time.monotonic()
     before = dict(PoolChecker.totals)
     _run_checker(budget, examples)
