@@ -1,0 +1,369 @@
+"""ClusterPool on a real distributed.LocalCluster of two worker processes."""
+
+import asyncio
+import concurrent.futures
+import functools
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+distributed = pytest.importorskip("distributed")
+cloudpickle = pytest.importorskip("cloudpickle")
+
+from pebble import ProcessExpired  # noqa: E402
+from pebble.cluster import ClusterPool, NodeLost  # noqa: E402
+
+from proctools import pid_alive, wait_until  # noqa: E402
+
+# The nodes cannot import this module: its functions travel by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True,
+                                       dashboard_address=None)
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def client(cluster):
+    client = distributed.Client(cluster)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def pool(client):
+    client.wait_for_workers(2, timeout=60)
+    pool = ClusterPool(client=client)
+    yield pool
+    pool.stop()
+    pool.join(60)
+
+
+# -- task functions (run on the nodes) ------------------------------------------------
+
+
+def add(a, b=0):
+    return a + b
+
+
+class Failure(Exception):
+    pass
+
+
+def fail(message):
+    raise Failure(message)
+
+
+def record(directory, name, sleep=0.0, value=None):
+    """Append 'pid ppid' to *directory*/*name*, then sleep and return *value*."""
+    with open(os.path.join(directory, name), "a") as out:
+        out.write("%d %d\n" % (os.getpid(), os.getppid()))
+    time.sleep(sleep)
+    return value
+
+
+def ignore_sigterm_and_record(directory, name):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    record(directory, name, 60)
+
+
+def start_child_and_sleep(directory):
+    child = subprocess.Popen(["sleep", "60"])
+    with open(os.path.join(directory, "child"), "w") as out:
+        out.write("%d\n" % child.pid)
+    time.sleep(60)
+
+
+def exit_with(code):
+    os._exit(code)
+
+
+def runs(directory, name):
+    """The (pid, ppid) of each run recorded under *name*."""
+    try:
+        with open(os.path.join(directory, name)) as lines:
+            return [tuple(int(n) for n in line.split()) for line in lines]
+    except FileNotFoundError:
+        return []
+
+
+def wait_runs(directory, name, count=1, timeout=30):
+    assert wait_until(lambda: len(runs(directory, name)) >= count, timeout), name
+    return runs(directory, name)
+
+
+# -- tests -------------------------------------------------------------------------------
+
+
+def test_results_errors_and_tracebacks(pool):
+    assert pool.schedule(add, args=(1, 2)).result(60) == 3
+    assert pool.submit(add, None, 2, b=5).result(60) == 7
+    future = pool.schedule(fail, args=("no",))
+    with pytest.raises(Failure, match="no") as info:
+        future.result(60)
+    assert "in fail" in info.value.traceback
+    assert "Failure: no" in info.value.traceback
+
+
+def test_functions_made_here_travel_by_value(pool):
+    offset = 40
+    assert pool.schedule(lambda x: x + offset, args=(2,)).result(60) == 42
+
+    def nested(x):
+        return [x] * 2
+
+    assert pool.schedule(nested, args=("a",)).result(60) == ["a", "a"]
+
+
+def test_futures_work_with_wait_as_completed_and_asyncio(pool):
+    futures = [pool.schedule(add, args=(i, 1)) for i in range(20)]
+    done, not_done = concurrent.futures.wait(futures, timeout=60)
+    assert not not_done
+    assert sorted(f.result() for f in concurrent.futures.as_completed(futures)) == \
+        list(range(1, 21))
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        wrapped = await asyncio.wrap_future(pool.schedule(add, args=(2, 3)))
+        # run_in_executor calls submit(function, *args): the first is the timeout.
+        executed = await loop.run_in_executor(pool, functools.partial(add, 3, b=4), None)
+        return wrapped, executed
+
+    assert asyncio.run(main()) == (5, 7)
+
+
+def test_timeout_kills_the_task_process(pool, tmp_path):
+    start = time.monotonic()
+    future = pool.schedule(record, args=(str(tmp_path), "t", 60), timeout=0.5)
+    with pytest.raises(concurrent.futures.TimeoutError) as info:
+        future.result(60)
+    assert info.value.args == ("Task timeout", 0.5)
+    assert time.monotonic() - start < 30
+    (pid, _), = runs(tmp_path, "t")
+    assert wait_until(lambda: not pid_alive(pid), 5)
+
+
+def test_timeout_kills_a_task_ignoring_sigterm(pool, tmp_path):
+    future = pool.schedule(ignore_sigterm_and_record, args=(str(tmp_path), "t"), timeout=1)
+    with pytest.raises(concurrent.futures.TimeoutError):
+        future.result(60)
+    (pid, _), = runs(tmp_path, "t")
+    assert wait_until(lambda: not pid_alive(pid), 5)
+
+
+def test_timeout_kills_the_task_subprocess(pool, tmp_path):
+    future = pool.schedule(start_child_and_sleep, args=(str(tmp_path),), timeout=1)
+    with pytest.raises(concurrent.futures.TimeoutError):
+        future.result(60)
+    child = int((tmp_path / "child").read_text())
+    assert wait_until(lambda: not pid_alive(child), 5)
+
+
+def test_exit_code_and_pid_of_a_dead_process(pool):
+    with pytest.raises(ProcessExpired) as info:
+        pool.schedule(exit_with, args=(3,)).result(60)
+    assert info.value.exitcode == 3
+    assert isinstance(info.value.pid, int)
+    assert not isinstance(info.value, NodeLost)
+    assert pool.schedule(add, args=(1, 1)).result(60) == 2
+
+
+def test_cancel_of_a_running_task_kills_its_process(pool, tmp_path):
+    future = pool.schedule(record, args=(str(tmp_path), "r", 60))
+    (pid, _), = wait_runs(tmp_path, "r")
+    assert wait_until(future.running, 10)
+    start = time.monotonic()
+    assert future.cancel()
+    assert future.cancelled()
+    assert wait_until(lambda: not pid_alive(pid), 5)
+    assert time.monotonic() - start < 5
+    assert pool.schedule(add, args=(1, 1)).result(60) == 2
+
+
+def test_cancel_of_a_queued_task_never_runs_it(pool, tmp_path):
+    # Four slots (two nodes, two processes each): fill them, then queue more.
+    blockers = [pool.schedule(record, args=(str(tmp_path), "b%d" % i, 1.5)) for i in range(4)]
+    for i in range(4):
+        wait_runs(tmp_path, "b%d" % i)
+    queued = pool.schedule(record, args=(str(tmp_path), "q", 0))
+    assert queued.cancel()
+    for future in blockers:
+        future.result(60)
+    assert pool.schedule(add, args=(1, 1)).result(60) == 2
+    time.sleep(0.5)
+    assert runs(tmp_path, "q") == []
+
+
+def test_map_with_chunks_timeouts_and_buffersize(pool, tmp_path):
+    results = list(pool.map(add, range(50), range(50), chunksize=7).result(60))
+    assert results == [2 * i for i in range(50)]
+    bounded = pool.map(add, range(30), chunksize=4, buffersize=2).result(60)
+    assert list(bounded) == list(range(30))
+    unordered = pool.map(add, range(20), ordered=False).result(60)
+    assert sorted(unordered) == list(range(20))
+
+    def slow_at_three(x):
+        if x == 3:
+            time.sleep(30)
+        return x
+
+    iterator = pool.map(slow_at_three, range(6), chunksize=2, timeout=1).result(60)
+    out = []
+    while True:
+        try:
+            out.append(next(iterator))
+        except StopIteration:
+            break
+        except concurrent.futures.TimeoutError:
+            out.append("timeout")
+    assert out == [0, 1, "timeout", 4, 5]
+
+
+def test_a_killed_node_loses_only_its_running_tasks(client, tmp_path):
+    client.wait_for_workers(2, timeout=60)
+    pool = ClusterPool(client=client)
+    try:
+        workers = client.run(os.getpid)
+        futures = [pool.schedule(record, args=(str(tmp_path), "t%d" % i, 1.0, i))
+                   for i in range(16)]
+        assert wait_until(lambda: sum(bool(runs(tmp_path, "t%d" % i)) for i in range(16)) >= 4,
+                          30)
+        running = {i: runs(tmp_path, "t%d" % i)[0] for i in range(16)
+                   if runs(tmp_path, "t%d" % i)}
+        victim_address, victim = next((a, p) for a, p in workers.items()
+                                      if any(ppid == p for _, ppid in running.values()))
+        os.kill(victim, signal.SIGKILL)
+        lost, done = [], []
+        for i, future in enumerate(futures):
+            try:
+                assert future.result(90) == i
+                done.append(i)
+            except NodeLost as error:
+                assert error.node == victim_address
+                assert error.exitcode is None
+                lost.append(i)
+        # Each task ran at most once; what was lost had started on the victim.
+        for i in range(16):
+            assert len(runs(tmp_path, "t%d" % i)) <= 1
+        on_victim = {i for i in range(16)
+                     if runs(tmp_path, "t%d" % i) and runs(tmp_path, "t%d" % i)[0][1] == victim}
+        assert lost and set(lost) <= on_victim
+        assert len(done) + len(lost) == 16
+        for i in on_victim:
+            pid = runs(tmp_path, "t%d" % i)[0][0]
+            assert wait_until(lambda pid=pid: not pid_alive(pid), 10)
+        assert pool.schedule(add, args=(1, 1)).result(60) == 2
+    finally:
+        pool.stop()
+        pool.join(60)
+        client.wait_for_workers(2, timeout=60)
+
+
+def test_stop_cancels_and_kills_everything(client, tmp_path):
+    client.wait_for_workers(2, timeout=60)
+    pool = ClusterPool(client=client)
+    futures = [pool.schedule(record, args=(str(tmp_path), "s%d" % i, 60)) for i in range(10)]
+    assert wait_until(lambda: sum(bool(runs(tmp_path, "s%d" % i)) for i in range(10)) >= 4, 30)
+    pids = [runs(tmp_path, "s%d" % i)[0][0] for i in range(10) if runs(tmp_path, "s%d" % i)]
+    start = time.monotonic()
+    pool.stop()
+    pool.join(30)
+    assert time.monotonic() - start < 30
+    assert all(future.cancelled() for future in futures)
+    assert not pool.active
+    for pid in pids:
+        assert wait_until(lambda pid=pid: not pid_alive(pid), 10)
+    with pytest.raises(RuntimeError):
+        pool.schedule(add, args=(1, 1))
+
+
+def test_close_and_join_wait_for_the_work(client):
+    pool = ClusterPool(client=client)
+    futures = [pool.schedule(add, args=(i, i)) for i in range(10)]
+    pool.close()
+    assert pool.active or all(f.done() for f in futures)
+    pool.join(60)
+    assert [f.result(0) for f in futures] == [2 * i for i in range(10)]
+    assert not pool.active
+
+
+def test_a_failing_initializer_breaks_the_pool(client):
+    def initializer():
+        raise Failure("init")
+
+    pool = ClusterPool(client=client, initializer=initializer)
+    try:
+        with pytest.raises(Exception) as info:
+            pool.schedule(add, args=(1, 1)).result(60)
+        assert isinstance(info.value, concurrent.futures.process.BrokenProcessPool)
+        with pytest.raises(RuntimeError):
+            pool.schedule(add, args=(1, 1))
+    finally:
+        pool.stop()
+        pool.join(60)
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(TypeError):
+        ClusterPool(123)
+    with pytest.raises(ValueError):
+        ClusterPool("tcp://127.0.0.1:1", client=object())
+    with pytest.raises(TypeError):
+        ClusterPool(client=object())
+    with pytest.raises(TypeError):
+        ClusterPool(max_workers="2")
+
+
+def test_importing_pebble_imports_no_dask():
+    code = "import sys, pebble; import pebble.concurrent; print('distributed' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_embedded_cluster_and_interpreter_exit_with_a_live_pool(tmp_path):
+    script = textwrap.dedent("""
+        import os, sys, time
+        from pebble.cluster import ClusterPool
+
+        def record(path):
+            with open(path, "w") as out:
+                out.write(str(os.getpid()))
+            time.sleep(60)
+
+        if __name__ == "__main__":
+            pool = ClusterPool(n_workers=2, max_workers=1)
+            assert pool.schedule(pow, args=(2, 5)).result(60) == 32
+            workers = pool.client.run(os.getpid)
+            with open(sys.argv[2], "w") as out:
+                out.write(" ".join(map(str, workers.values())))
+            pool.schedule(record, args=(sys.argv[1],))
+            while not os.path.exists(sys.argv[1]):
+                time.sleep(0.05)
+            # Leaves with the pool running.
+    """)
+    path = tmp_path / "script.py"
+    path.write_text(script)
+    marker, workers = tmp_path / "pid", tmp_path / "workers"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root)
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, str(path), str(marker), str(workers)], env=env,
+                          capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - start < 60
+    task = int(marker.read_text())
+    assert wait_until(lambda: not pid_alive(task), 10)
+    for pid in map(int, workers.read_text().split()):
+        assert wait_until(lambda pid=pid: not pid_alive(pid), 10)
