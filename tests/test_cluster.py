@@ -1,4 +1,11 @@
-"""ClusterPool on a real distributed.LocalCluster of two worker processes."""
+"""ClusterPool on a real distributed.LocalCluster of two worker processes.
+
+Directed tests of each guarantee, then a randomized checker: a hypothesis
+state machine mixing tasks of every kind, cancels and SIGKILLs of busy Dask
+workers, which checks that every future resolves with the outcome its task
+deserves, that no task runs twice, that only tasks started on a killed node
+are lost, and that no task process outlives the pool.
+"""
 
 import asyncio
 import concurrent.futures
@@ -367,3 +374,148 @@ def test_embedded_cluster_and_interpreter_exit_with_a_live_pool(tmp_path):
     assert wait_until(lambda: not pid_alive(task), 10)
     for pid in map(int, workers.read_text().split()):
         assert wait_until(lambda pid=pid: not pid_alive(pid), 10)
+
+
+# -- the randomized checker --------------------------------------------------------------
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.stateful import (RuleBasedStateMachine, initialize, rule,  # noqa: E402
+                                 run_state_machine_as_test)
+
+#: What each kind of checked task does, and the timeout it is given.
+KINDS = {"quick": None, "slow": None, "fail": None, "exit": None, "hang": 0.5}
+
+
+def checked(directory, task_id, kind):
+    """Record this run, then behave as *kind* says."""
+    record(directory, "task%d" % task_id)
+    if kind == "slow":
+        time.sleep(1.0)
+    elif kind == "fail":
+        raise Failure(task_id)
+    elif kind == "exit":
+        os._exit(5)
+    elif kind == "hang":
+        time.sleep(60)
+    return task_id
+
+
+class ClusterChecker(RuleBasedStateMachine):
+    """A ClusterPool under a random mix of tasks, cancels and node kills."""
+
+    client = None
+    cluster = None
+    last_kill = 0.0
+
+    def __init__(self):
+        super().__init__()
+        import tempfile
+        self.directory = tempfile.mkdtemp(prefix="pebble-cluster-checker-")
+        self.tasks = []  # (id, kind, future, cancelled by us)
+        self.victims = set()  # pids of Dask workers killed
+        self.pool = None
+
+    @initialize()
+    def start(self):
+        settle_workers(self.client, self.cluster)
+        self.pool = ClusterPool(client=self.client)
+
+    @rule(kind=st.sampled_from(sorted(KINDS)), count=st.integers(1, 6))
+    def schedule(self, kind, count):
+        for _ in range(count):
+            task_id = len(self.tasks)
+            future = self.pool.schedule(checked, args=(self.directory, task_id, kind),
+                                        timeout=KINDS[kind])
+            self.tasks.append([task_id, kind, future, False])
+
+    @rule(pick=st.integers(0, 10 ** 6))
+    def cancel(self, pick):
+        if self.tasks:
+            task = self.tasks[pick % len(self.tasks)]
+            if task[2].cancel():
+                task[3] = True
+
+    def _busy_nodes(self, workers):
+        return sorted({run[1] for task_id, _, future, _ in self.tasks if not future.done()
+                       for run in runs(self.directory, "task%d" % task_id)} & set(workers))
+
+    @rule(pick=st.integers(0, 1))
+    def kill_node(self, pick):
+        """SIGKILL of a Dask worker that runs something (slow tasks are added
+        if nothing runs): its started tasks are lost, the others run elsewhere."""
+        if self.victims:
+            return  # one per run: the cluster needs a moment to replace it
+        workers = sorted(self.client.run(os.getpid).values())
+        if not self._busy_nodes(workers):
+            self.schedule("slow", 2)
+            wait_until(lambda: self._busy_nodes(workers), 10)
+        busy = self._busy_nodes(workers) or workers
+        victim = busy[pick % len(busy)]
+        self.victims.add(victim)
+        os.kill(victim, signal.SIGKILL)
+        ClusterChecker.last_kill = time.monotonic()
+
+    @rule(seconds=st.sampled_from([0.0, 0.1, 0.4]))
+    def pause(self, seconds):
+        time.sleep(seconds)
+
+    def teardown(self):
+        try:
+            if self.pool is None:
+                return
+            deadline = time.monotonic() + 90
+            for task_id, kind, future, cancelled in self.tasks:
+                remaining = max(0.1, deadline - time.monotonic())
+                concurrent.futures.wait([future], timeout=remaining)
+                assert future.done(), "task %d (%s) never resolved" % (task_id, kind)
+                done = runs(self.directory, "task%d" % task_id)
+                assert len(done) <= 1, "task %d ran %d times" % (task_id, len(done))
+                if future.cancelled():
+                    assert cancelled, "task %d cancelled by nobody" % task_id
+                    continue
+                error = future.exception()
+                if isinstance(error, NodeLost):
+                    assert self.victims, "task %d: NodeLost with no node killed" % task_id
+                    assert not done or done[0][1] in self.victims, \
+                        "task %d: NodeLost but it ran on a live node" % task_id
+                elif kind in ("quick", "slow"):
+                    assert error is None and future.result() == task_id, (task_id, error)
+                elif kind == "fail":
+                    assert isinstance(error, Failure), (task_id, error)
+                elif kind == "exit":
+                    assert isinstance(error, ProcessExpired) and error.exitcode == 5, \
+                        (task_id, error)
+                else:
+                    assert isinstance(error, concurrent.futures.TimeoutError), (task_id, error)
+            self.pool.close()
+            self.pool.join(60)
+            for task_id, *_ in self.tasks:
+                for pid, _ in runs(self.directory, "task%d" % task_id):
+                    assert wait_until(lambda pid=pid: not pid_alive(pid), 10), \
+                        "task %d: its process outlived the pool" % task_id
+        finally:
+            if self.pool is not None:
+                self.pool.stop()
+                self.pool.join(60)
+
+
+def settle_workers(client, cluster):
+    """Wait for both workers, and for a replaced one to have settled: a
+    Dask worker killed while it starts makes its nanny give up."""
+    try:
+        client.wait_for_workers(2, timeout=60)
+    except Exception:
+        cluster.scale(2)  # a nanny gave up: start a new one
+        client.wait_for_workers(2, timeout=60)
+    time.sleep(max(0.0, ClusterChecker.last_kill + 3 - time.monotonic()))
+
+
+@pytest.mark.timeout(900)
+def test_cluster_under_a_random_mix_of_operations(client, cluster, soak):
+    ClusterChecker.client, ClusterChecker.cluster = client, cluster
+    examples = 60 if soak else 10
+    run_state_machine_as_test(ClusterChecker, settings=settings(
+        max_examples=examples, stateful_step_count=12, deadline=None, database=None,
+        suppress_health_check=list(HealthCheck), print_blob=True))
