@@ -17,6 +17,7 @@ import itertools
 import multiprocessing
 import pickle
 import queue
+import sys
 import threading
 import time
 import uuid
@@ -104,6 +105,17 @@ def _initialize(blob: bytes) -> None:
 # -- on the nodes (Dask workers) -------------------------------------------------
 
 
+def _default_method() -> str:
+    """The start method a fresh program gets by default on this platform.
+
+    A Dask worker's own default is spawn (it was started by spawn), whose
+    replacement workers take a new interpreter each.
+    """
+    if sys.platform != "linux":
+        return "spawn"
+    return "forkserver" if sys.version_info >= (3, 14) else "fork"
+
+
 class _Node(WorkerPlugin):
     """Runs a ProcessPool on a Dask worker for one ClusterPool."""
 
@@ -124,7 +136,7 @@ class _Node(WorkerPlugin):
         self.pool = ProcessPool(size, self.max_tasks,
                                 _initialize if self.init is not None else None,
                                 (self.init,) if self.init is not None else (),
-                                multiprocessing.get_context(self.method))
+                                multiprocessing.get_context(self.method or _default_method()))
         self.slots = asyncio.Semaphore(size)
         self.running: Dict[str, ProcessFuture] = {}
         self.cancelled: set = set()
@@ -275,7 +287,8 @@ class ClusterPool(BasePool):
     *n_workers* workers is started on this machine and closed with the pool.
     *max_workers* (default: each Dask worker's thread count), *max_tasks*,
     *initializer*, *initargs* and *context* are those of the ProcessPool
-    that each node runs.
+    that each node runs; without *context* a node uses its platform's
+    default start method (fork on Linux before Python 3.14).
     """
 
     def __init__(self, address: Optional[str] = None, *, client: Any = None,
@@ -300,7 +313,7 @@ class ClusterPool(BasePool):
         self._max_workers = None if max_workers is None else check_max_workers(max_workers)
         self._max_tasks = check_max_tasks(max_tasks)
         initializer, initargs = check_initializer(initializer, initargs)
-        # None: each node's own default start method.
+        # None: the platform's default on each node.
         self._method = None if context is None else get_start_method(context)
         self._init = (cloudpickle.dumps((initializer, initargs), 5)
                       if initializer is not None else None)

@@ -519,3 +519,21 @@ def test_cluster_under_a_random_mix_of_operations(client, cluster, soak):
     run_state_machine_as_test(ClusterChecker, settings=settings(
         max_examples=examples, stateful_step_count=12, deadline=None, database=None,
         suppress_health_check=list(HealthCheck), print_blob=True))
+
+
+def start_method():
+    import multiprocessing
+    return multiprocessing.get_start_method()
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 14), reason="fork is the default before 3.14")
+def test_nodes_fork_their_processes_by_default(pool, client):
+    """Not the spawn a Dask worker inherits: a replacement process is a fork."""
+    assert pool.schedule(start_method).result(60) == "fork"
+    import multiprocessing
+    other = ClusterPool(client=client, context=multiprocessing.get_context("forkserver"))
+    try:
+        assert other.schedule(start_method).result(60) == "forkserver"
+    finally:
+        other.stop()
+        other.join(60)
