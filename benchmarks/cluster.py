@@ -95,7 +95,7 @@ def main():
     from pebble.cluster import ClusterPool
 
     cluster = distributed.LocalCluster(n_workers=args.workers, threads_per_worker=args.threads,
-                                       processes=True, dashboard_address=None)
+                                       processes=True, dashboard_address=":0")
     client = distributed.Client(cluster)
     pool = ClusterPool(client=client)
     local = ProcessPool(args.workers * args.threads)

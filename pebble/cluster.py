@@ -341,7 +341,7 @@ class ClusterPool(BasePool):
                     threads = self._max_workers
                     self._cluster = distributed.LocalCluster(
                         n_workers=self._n_workers, threads_per_worker=threads,
-                        processes=True, dashboard_address=None)
+                        processes=True, dashboard_address=":0")
                     self._client = distributed.Client(self._cluster)
                 else:
                     self._client = distributed.Client(self._address)

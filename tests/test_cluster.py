@@ -9,6 +9,7 @@ are lost, and that no task process outlives the pool.
 
 import asyncio
 import concurrent.futures
+import copyreg
 import functools
 import os
 import signal
@@ -19,8 +20,15 @@ import time
 
 import pytest
 
+# Importing distributed installs tblib's reducers for every exception class
+# of the process (copyreg), which changes how exceptions pickle in the
+# rest of this test process, fork workers included: put the table back once
+# it is imported. The Dask workers (other processes) keep theirs.
+_dispatch = dict(copyreg.dispatch_table)
 distributed = pytest.importorskip("distributed")
 cloudpickle = pytest.importorskip("cloudpickle")
+copyreg.dispatch_table.clear()
+copyreg.dispatch_table.update(_dispatch)
 
 from pebble import ProcessExpired  # noqa: E402
 from pebble.cluster import ClusterPool, NodeLost  # noqa: E402
@@ -36,7 +44,7 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture(scope="module")
 def cluster():
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True,
-                                       dashboard_address=None)
+                                       dashboard_address=":0")
     yield cluster
     cluster.close()
 
@@ -337,6 +345,20 @@ def test_importing_pebble_imports_no_dask():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_the_embedded_cluster_closes_with_the_pool():
+    with ClusterPool(n_workers=2, max_workers=1) as pool:
+        assert pool.schedule(add, args=(2, 3)).result(60) == 5
+        workers = list(pool.client.run(os.getpid).values())
+        assert len(workers) == 2
+    assert not pool.active
+    for pid in workers:
+        assert wait_until(lambda pid=pid: not pid_alive(pid), 10)
+    with pytest.raises(ValueError):
+        ClusterPool(n_workers=0)
+    with pytest.raises(ValueError):
+        ClusterPool("tcp://127.0.0.1:1", n_workers=2)
 
 
 def test_embedded_cluster_and_interpreter_exit_with_a_live_pool(tmp_path):
