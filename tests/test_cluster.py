@@ -208,13 +208,13 @@ def test_cancel_of_a_running_task_kills_its_process(pool, tmp_path):
 
 def test_cancel_of_a_queued_task_never_runs_it(pool, tmp_path):
     # Four slots (two nodes, two processes each): fill them, then queue more.
-    blockers = [pool.schedule(record, args=(str(tmp_path), "b%d" % i, 1.5)) for i in range(4)]
+    blockers = [pool.schedule(record, args=(str(tmp_path), "b%d" % i, 60)) for i in range(4)]
     for i in range(4):
         wait_runs(tmp_path, "b%d" % i)
     queued = pool.schedule(record, args=(str(tmp_path), "q", 0))
     assert queued.cancel()
-    for future in blockers:
-        future.result(60)
+    for future in blockers:  # the slots free up: the cancelled task must not take one
+        assert future.cancel()
     assert pool.schedule(add, args=(1, 1)).result(60) == 2
     time.sleep(0.5)
     assert runs(tmp_path, "q") == []
