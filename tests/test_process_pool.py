@@ -284,10 +284,26 @@ def check_broken_pool(pool, future):
     return error
 
 
+def schedule_three(pool, function):
+    """Schedule three tasks; the pool may break before the second or third.
+
+    A failing initializer runs at the pool's start, so its failure may be
+    known before the next schedule(): that schedule raises RuntimeError.
+    """
+    futures = [pool.schedule(function, args=(0,))]
+    for i in (1, 2):
+        try:
+            futures.append(pool.schedule(function, args=(i,)))
+        except RuntimeError as error:
+            assert error.__cause__ is not None
+            break
+    return futures
+
+
 def test_initializer_raising_breaks_pool(context):
     pool = ProcessPool(max_workers=1, initializer=pf.init_raise, initargs=("init failed",),
                        context=context)
-    futures = [pool.schedule(pf.identity, args=(i,)) for i in range(3)]
+    futures = schedule_three(pool, pf.identity)
     error = check_broken_pool(pool, futures[0])
     assert isinstance(error, RuntimeError)
     assert "init failed" in str(error) or "init failed" in str(error.__cause__)
@@ -297,7 +313,7 @@ def test_initializer_raising_breaks_pool(context):
 
 def test_initializer_exiting_breaks_pool():
     pool = make_pool(max_workers=2, initializer=pf.init_exit, initargs=(4,))
-    futures = [pool.schedule(pf.identity, args=(i,)) for i in range(3)]
+    futures = schedule_three(pool, pf.identity)
     check_broken_pool(pool, futures[0])
     assert all(f.exception(timeout=10) is not None for f in futures)
 
