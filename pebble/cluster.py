@@ -24,9 +24,7 @@ import uuid
 import weakref
 from concurrent.futures import CancelledError, InvalidStateError, TimeoutError
 from concurrent.futures.process import BrokenProcessPool
-from functools import partial
-from typing import (Any, Callable, Dict, Iterable, List, Optional, ParamSpec, Sequence, Tuple,
-                    TypeVar, Union)
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar
 
 try:
     import cloudpickle
@@ -36,18 +34,16 @@ except ImportError as _missing:  # pragma: no cover - depends on the install
     raise ImportError("pebble.cluster needs Dask's distributed: "
                       "pip install 'pebble[dask]'") from _missing
 
-from pebble import _worker
 from pebble.errors import ProcessExpired, RemoteException, format_exception, outcome_not_rebuilt
-from pebble.futures import ProcessFuture, ProcessMapFuture
-from pebble.pool.base import CLOSED, CREATED, ERROR, RUNNING_STATE, BasePool
+from pebble.futures import ProcessFuture
+from pebble.pool.base import (CLOSED, CREATED, ERROR, RUNNING_STATE, TimedPool, failed_future,
+                              stop_all)
 from pebble.pool.process import ProcessPool, get_start_method
-from pebble.progress import ProgressCallback
 from pebble.validators import (check_call, check_initializer, check_max_tasks,
                                check_max_workers, check_timeout)
 
 __all__ = ["ClusterPool", "NodeLost"]
 
-P = ParamSpec("P")
 R = TypeVar("R")
 
 _live_pools: "weakref.WeakSet[ClusterPool]" = weakref.WeakSet()
@@ -265,12 +261,6 @@ class _Claims(SchedulerPlugin):
 # -- on the client -----------------------------------------------------------------
 
 
-def _failed_future(error: BaseException) -> ProcessFuture:
-    future: ProcessFuture = ProcessFuture()
-    future.set_exception(error)
-    return future
-
-
 def _settle(future: ProcessFuture, how: Callable[[Any], None], value: Any) -> None:
     """Resolve *future* unless it was cancelled meanwhile."""
     try:
@@ -279,7 +269,7 @@ def _settle(future: ProcessFuture, how: Callable[[Any], None], value: Any) -> No
         pass
 
 
-class ClusterPool(BasePool):
+class ClusterPool(TimedPool):
     """A pool of processes on the nodes of a Dask cluster, with ProcessPool's API.
 
     *address* is a Dask scheduler's address, or *client* an existing
@@ -537,7 +527,7 @@ class ClusterPool(BasePool):
         try:
             blob = cloudpickle.dumps((function, args, kwargs), 5)
         except BaseException as error:
-            return _failed_future(error)
+            return failed_future(error)
         task_id = next(self._ids)
         future: ProcessFuture[R] = ProcessFuture()
         future._pebble_cancel = self._cancel
@@ -559,36 +549,6 @@ class ClusterPool(BasePool):
                 self._cancel_tasks([task_id], [dask_future])
             raise
         return future
-
-    def submit(self, function: Callable[P, R], timeout: Optional[float],
-               /, *args: P.args, **kwargs: P.kwargs) -> ProcessFuture[R]:
-        """Schedule *function(\\*args, \\*\\*kwargs)* with *timeout* (``Executor.submit`` style)."""
-        return self.schedule(function, args=args, kwargs=kwargs, timeout=timeout)
-
-    def map(self, function: Callable[..., R], *iterables: Iterable[Any],
-            chunksize: int = 1, timeout: Optional[float] = None,
-            buffersize: Optional[int] = None, ordered: bool = True,
-            progress: Union[bool, ProgressCallback, None] = None) -> ProcessMapFuture[R]:
-        """Compute *function* over the zipped *iterables* on the nodes.
-
-        As ``ProcessPool.map``: *timeout* applies to each chunk, *buffersize*
-        bounds the chunks in flight, *ordered* False yields results as they
-        come, *progress* reports ``(done, total)``.
-        """
-        self._check_pool_state()
-        timeout = check_timeout(timeout) or None
-        return self._map(ProcessMapFuture, partial(self._submit_chunk, timeout), function,
-                         iterables, chunksize, buffersize, ordered, progress)
-
-    def _submit_chunk(self, timeout: Optional[float], function: Callable[..., Any],
-                      star: bool, chunk: tuple) -> ProcessFuture[Any]:
-        args = (function, chunk) if star else (function, chunk, False)
-        try:
-            return self.schedule(_worker.process_chunk, args=args, timeout=timeout)
-        except RuntimeError:
-            if self._error is None:
-                raise
-            return _failed_future(self._error)
 
     # -- lifecycle hooks --------------------------------------------------------------
 
@@ -624,12 +584,6 @@ class ClusterPool(BasePool):
         return True
 
 
-@atexit.register
-def _stop_pools_at_exit() -> None:
-    """Stop every live ClusterPool: nothing it started outlives the interpreter."""
-    for pool in list(_live_pools):
-        try:
-            pool.stop()
-            pool.join(10)
-        except BaseException:
-            pass
+# Stop every live ClusterPool at exit: nothing it started outlives the
+# interpreter.
+atexit.register(stop_all, _live_pools, 10)

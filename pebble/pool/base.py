@@ -9,14 +9,19 @@ from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from enum import IntEnum
 from functools import partial
-from typing import Any, Callable, Iterable, Optional, Sequence, Tuple, TypeVar
+from typing import (Any, Callable, Dict, Iterable, Optional, ParamSpec, Sequence, Tuple, TypeVar,
+                    Union)
 
+from pebble import _worker
+from pebble.futures import ProcessFuture, ProcessMapFuture
 from pebble.pool.mapping import MapRun, input_length
-from pebble.progress import make_progress
+from pebble.progress import ProgressCallback, make_progress
 from pebble.validators import check_buffersize, check_chunksize, check_timeout
 
 _PoolT = TypeVar("_PoolT", bound="BasePool")
 _FutureT = TypeVar("_FutureT", bound="Future[Any]")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class PoolState(IntEnum):
@@ -159,3 +164,74 @@ class BasePool:
 
         run.notify_first(resolve)
         return map_future
+
+
+def failed_future(error: BaseException) -> ProcessFuture[Any]:
+    """A future holding the error raised while preparing its task."""
+    future: ProcessFuture[Any] = ProcessFuture()
+    future.set_exception(error)
+    return future
+
+
+def stop_all(pools: Iterable[BasePool], timeout: float) -> None:
+    """Stop and join every pool in *pools*, ignoring their errors (at interpreter exit)."""
+    for pool in list(pools):
+        try:
+            pool.stop()
+            pool.join(timeout)
+        except BaseException:
+            pass
+
+
+class TimedPool(BasePool):
+    """A pool whose tasks take a timeout: ``submit()`` and ``map()`` over ``schedule()``."""
+
+    def schedule(self, function: Callable[..., R], args: Iterable[Any] = (),
+                 kwargs: Optional[Dict[str, Any]] = None,
+                 timeout: Optional[float] = None) -> ProcessFuture[R]:
+        raise NotImplementedError
+
+    def _pool_error(self) -> Optional[BaseException]:
+        """The error that broke the pool, if it broke."""
+        return self._error
+
+    def submit(self, function: Callable[P, R], timeout: Optional[float],
+               /, *args: P.args, **kwargs: P.kwargs) -> ProcessFuture[R]:
+        """Schedule *function(\\*args, \\*\\*kwargs)* with *timeout* (``Executor.submit`` style)."""
+        return self.schedule(function, args=args, kwargs=kwargs, timeout=timeout)
+
+    def map(self, function: Callable[..., R], *iterables: Iterable[Any],
+            chunksize: int = 1, timeout: Optional[float] = None,
+            buffersize: Optional[int] = None, ordered: bool = True,
+            progress: Union[bool, ProgressCallback, None] = None) -> ProcessMapFuture[R]:
+        """Compute *function* over the zipped *iterables* in the pool's processes.
+
+        Return a ProcessMapFuture whose result iterates over the results,
+        raising each element's error at its place. *timeout* applies to each
+        chunk: a chunk running longer is stopped and raises TimeoutError
+        when reached.
+
+        *buffersize* keeps at most that many chunks scheduled or waiting to
+        be consumed and pulls the input only as results are consumed (by
+        default the whole input is scheduled at once). With *ordered* False
+        results come in completion order. *progress* is True for a progress
+        bar on stderr, or a callable receiving ``(done, total)``.
+        """
+        self._check_pool_state()
+        timeout = check_timeout(timeout) or None  # 0 means no timeout, as in Pebble
+        return self._map(ProcessMapFuture, partial(self._submit_chunk, timeout), function,
+                         iterables, chunksize, buffersize, ordered, progress)
+
+    def _submit_chunk(self, timeout: Optional[float], function: Callable[..., Any],
+                      star: bool, chunk: tuple) -> ProcessFuture[Any]:
+        args = (function, chunk) if star else (function, chunk, False)
+        try:
+            return self.schedule(_worker.process_chunk, args=args, timeout=timeout)
+        except RuntimeError:
+            # The pool broke while the map was still taking its input: the
+            # chunks it takes afterwards fail with the pool's error, as the
+            # chunks scheduled before the break do.
+            error = self._pool_error()
+            if error is None:
+                raise
+            return failed_future(error)

@@ -11,22 +11,19 @@ import time
 import weakref
 from concurrent.futures import TimeoutError
 from concurrent.futures.process import BrokenProcessPool
-from functools import partial
-from typing import (Any, Callable, Dict, Iterable, Optional, ParamSpec, Sequence, Tuple, TypeVar,
-                    Type, Union)
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple, Type, TypeVar
 
 from pebble import _pebble, _worker
 from pebble._pebble import ProcCore
 from pebble.errors import ProcessExpired
-from pebble.futures import ProcessFuture, ProcessMapFuture
-from pebble.pool.base import CLOSED, CREATED, ERROR, RUNNING_STATE, BasePool
-from pebble.progress import ProgressCallback
+from pebble.futures import ProcessFuture
+from pebble.pool.base import (CLOSED, CREATED, ERROR, RUNNING_STATE, TimedPool, failed_future,
+                              stop_all)
 from pebble.validators import (check_call, check_initializer, check_max_tasks,
                                check_max_workers, check_timeout)
 
 __all__ = ["ProcessPool"]
 
-P = ParamSpec("P")
 R = TypeVar("R")
 
 _live_pools: "weakref.WeakSet[ProcessPool]" = weakref.WeakSet()
@@ -39,13 +36,6 @@ _START_FAILURES = 3
 
 def _dumps(obj: Any) -> bytes:
     return pickle.dumps(obj, 5)
-
-
-def _failed_future(error: BaseException) -> ProcessFuture:
-    """A future holding the error raised while preparing its task."""
-    future = ProcessFuture()
-    future.set_exception(error)
-    return future
 
 
 def get_start_method(context: Any) -> str:
@@ -222,7 +212,7 @@ def _reap(pid: int) -> Optional[int]:
         return None
 
 
-class ProcessPool(BasePool):
+class ProcessPool(TimedPool):
     """A pool of worker processes with task timeouts and crash recovery.
 
     *max_workers* processes run the scheduled calls; with *max_tasks* > 0
@@ -468,7 +458,7 @@ class ProcessPool(BasePool):
             # No local refers to the future: a cycle through the traceback
             # would leave memoryviews exported by the arguments to the
             # garbage collector, which cannot clear them safely.
-            return _failed_future(error)
+            return failed_future(error)
         future = future_type()
         # The engine sets future._pebble_id as it takes the task, so that the
         # task stays cancellable whatever interrupts this frame afterwards.
@@ -518,47 +508,6 @@ class ProcessPool(BasePool):
                                    parent_pid, parent_name, self._kill_tree)
         return future
 
-    def submit(self, function: Callable[P, R], timeout: Optional[float],
-               /, *args: P.args, **kwargs: P.kwargs) -> ProcessFuture[R]:
-        """Schedule *function(\\*args, \\*\\*kwargs)* with *timeout* (``Executor.submit`` style)."""
-        return self.schedule(function, args=args, kwargs=kwargs, timeout=timeout)
-
-    def map(self, function: Callable[..., R], *iterables: Iterable[Any],
-            chunksize: int = 1, timeout: Optional[float] = None,
-            buffersize: Optional[int] = None, ordered: bool = True,
-            progress: Union[bool, ProgressCallback, None] = None) -> ProcessMapFuture[R]:
-        """Compute *function* over the zipped *iterables* in the workers.
-
-        Return a ProcessMapFuture whose result iterates over the results,
-        raising each element's error at its place. *timeout* applies to each
-        chunk: a chunk running longer is stopped and raises TimeoutError
-        when reached.
-
-        *buffersize* keeps at most that many chunks scheduled or waiting to
-        be consumed and pulls the input only as results are consumed (by
-        default the whole input is scheduled at once). With *ordered* False
-        results come in completion order. *progress* is True for a progress
-        bar on stderr, or a callable receiving ``(done, total)``.
-        """
-        self._check_pool_state()
-        timeout = check_timeout(timeout) or None  # 0 means no timeout, as in Pebble
-        return self._map(ProcessMapFuture, partial(self._submit_chunk, timeout), function,
-                         iterables, chunksize, buffersize, ordered, progress)
-
-    def _submit_chunk(self, timeout: Optional[float], function: Callable[..., Any],
-                      star: bool, chunk: tuple) -> ProcessFuture[Any]:
-        args = (function, chunk) if star else (function, chunk, False)
-        try:
-            return self.schedule(_worker.process_chunk, args=args, timeout=timeout)
-        except RuntimeError:
-            # The pool broke while the map was still taking its input: the
-            # chunks it takes afterwards fail with the pool's error, as the
-            # chunks scheduled before the break do.
-            error = self._pool_error()
-            if error is None:
-                raise
-            return _failed_future(error)
-
     # -- lifecycle hooks -----------------------------------------------------
 
     def _close(self) -> None:
@@ -581,16 +530,9 @@ class ProcessPool(BasePool):
         return True
 
 
-@atexit.register
-def _stop_pools_at_exit() -> None:
-    """Stop every live pool so the interpreter exits promptly with no child left."""
-    for pool in list(_live_pools):
-        try:
-            pool.stop()
-            pool.join(5)
-        except BaseException:
-            pass
-
+# Stop every live pool at exit so the interpreter exits promptly with no
+# child left.
+atexit.register(stop_all, _live_pools, 5)
 
 # A forked child has no pool of its own until it starts one.
 os.register_at_fork(after_in_child=_live_pools.clear)
