@@ -425,7 +425,8 @@ def checked(directory, task_id, kind):
 
 
 class ClusterChecker(RuleBasedStateMachine):
-    """A ClusterPool under a random mix of tasks, cancels and node kills."""
+    """Two ClusterPools on one cluster under a random mix of tasks, cancels,
+    stops and node kills."""
 
     client = None
     cluster = None
@@ -435,22 +436,43 @@ class ClusterChecker(RuleBasedStateMachine):
         super().__init__()
         import tempfile
         self.directory = tempfile.mkdtemp(prefix="pebble-cluster-checker-")
-        self.tasks = []  # (id, kind, future, cancelled by us)
+        self.tasks = []  # (id, kind, future, cancelled by us or by a stop)
         self.victims = set()  # pids of Dask workers killed
-        self.pool = None
+        self.pools = []  # two pools on one cluster, each replaced when stopped
+        self.stopped = []
 
     @initialize()
     def start(self):
         settle_workers(self.client, self.cluster)
-        self.pool = ClusterPool(client=self.client)
+        self.pools = [ClusterPool(client=self.client), ClusterPool(client=self.client)]
 
-    @rule(kind=st.sampled_from(sorted(KINDS)), count=st.integers(1, 6))
-    def schedule(self, kind, count):
+    @rule(kind=st.sampled_from(sorted(KINDS)), count=st.integers(1, 6), slot=st.integers(0, 1))
+    def schedule(self, kind, count, slot=0):
         for _ in range(count):
             task_id = len(self.tasks)
-            future = self.pool.schedule(checked, args=(self.directory, task_id, kind),
-                                        timeout=KINDS[kind])
-            self.tasks.append([task_id, kind, future, False])
+            future = self.pools[slot].schedule(checked, args=(self.directory, task_id, kind),
+                                               timeout=KINDS[kind])
+            self.tasks.append([task_id, kind, future, False, self.pools[slot]])
+
+    @rule(slot=st.integers(0, 1))
+    def stop(self, slot):
+        """stop() mid-run: at once every task of the pool is resolved or
+        cancelled, and join() leaves none of its processes; a new pool takes
+        its place on the same cluster."""
+        pool = self.pools[slot]
+        mine = [task for task in self.tasks if task[4] is pool]
+        pool.stop()
+        for task in mine:
+            assert task[2].done(), "task %d pending after stop()" % task[0]
+            if task[2].cancelled():
+                task[3] = True
+        pool.join(60)
+        self.stopped.append(pool)
+        self.pools[slot] = ClusterPool(client=self.client)
+        for task in mine:
+            for pid, _ in runs(self.directory, "task%d" % task[0]):
+                assert wait_until(lambda pid=pid: not pid_alive(pid), 10), \
+                    "task %d: its process outlived stop() and join()" % task[0]
 
     @rule(pick=st.integers(0, 10 ** 6))
     def cancel(self, pick):
@@ -460,15 +482,17 @@ class ClusterChecker(RuleBasedStateMachine):
                 task[3] = True
 
     def _busy_nodes(self, workers):
-        return sorted({run[1] for task_id, _, future, _ in self.tasks if not future.done()
+        return sorted({run[1] for task_id, _, future, *_ in self.tasks if not future.done()
                        for run in runs(self.directory, "task%d" % task_id)} & set(workers))
 
     @rule(pick=st.integers(0, 1))
     def kill_node(self, pick):
         """SIGKILL of a Dask worker that runs something (slow tasks are added
         if nothing runs): its started tasks are lost, the others run elsewhere."""
+        if len(self.victims) >= 2:
+            return
         if self.victims:
-            return  # one per run: the cluster needs a moment to replace it
+            settle_workers(self.client, self.cluster)  # the first one's replacement
         workers = sorted(self.client.run(os.getpid).values())
         if not self._busy_nodes(workers):
             self.schedule("slow", 2)
@@ -485,10 +509,10 @@ class ClusterChecker(RuleBasedStateMachine):
 
     def teardown(self):
         try:
-            if self.pool is None:
+            if not self.pools:
                 return
             deadline = time.monotonic() + 90
-            for task_id, kind, future, cancelled in self.tasks:
+            for task_id, kind, future, cancelled, _ in self.tasks:
                 remaining = max(0.1, deadline - time.monotonic())
                 concurrent.futures.wait([future], timeout=remaining)
                 assert future.done(), "task %d (%s) never resolved" % (task_id, kind)
@@ -511,16 +535,17 @@ class ClusterChecker(RuleBasedStateMachine):
                         (task_id, error)
                 else:
                     assert isinstance(error, concurrent.futures.TimeoutError), (task_id, error)
-            self.pool.close()
-            self.pool.join(60)
+            for pool in self.pools:
+                pool.close()
+                pool.join(60)
             for task_id, *_ in self.tasks:
                 for pid, _ in runs(self.directory, "task%d" % task_id):
                     assert wait_until(lambda pid=pid: not pid_alive(pid), 10), \
                         "task %d: its process outlived the pool" % task_id
         finally:
-            if self.pool is not None:
-                self.pool.stop()
-                self.pool.join(60)
+            for pool in self.pools:
+                pool.stop()
+                pool.join(60)
 
 
 def settle_workers(client, cluster):
