@@ -16,6 +16,11 @@ START_METHODS = ("fork", "spawn", "forkserver")
 #: Tests making many calls or pools skip spawn: each of its workers starts an interpreter.
 CHEAP_START_METHODS = ("fork", "forkserver")
 
+#: True when a sanitizer runtime (GCC's libasan/libtsan or clang's
+#: libclang_rt.asan/tsan) is preloaded: tools/sanitize.sh and tools/tsan.sh.
+SANITIZED = any(name in os.environ.get("LD_PRELOAD", "")
+                for name in ("libasan", "libtsan", "clang_rt.asan", "clang_rt.tsan"))
+
 
 @contextlib.contextmanager
 def default_start_method(method):

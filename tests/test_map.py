@@ -17,7 +17,7 @@ import pytest
 import procfuncs as pf
 from pebble import MapFuture, ProcessMapFuture, ProcessPool, ThreadPool
 from pebble.progress import TextBar
-from proctools import wait_until
+from proctools import SANITIZED, wait_until
 
 WAIT = 30
 
@@ -341,7 +341,7 @@ def test_buffersize_on_closed_pool(pool):
         pool.map(pf.square, range(3), buffersize=2)
 
 
-@pytest.mark.skipif("san.so" in os.environ.get("LD_PRELOAD", ""),
+@pytest.mark.skipif(SANITIZED,
                     reason="a sanitizer's quarantine and shadow memory grow the RSS")
 def test_buffersize_map_flat_memory(tests_dir_importable):
     """A large lazy map in a fresh interpreter keeps the parent's peak RSS flat."""

@@ -13,11 +13,11 @@ import time
 
 import pytest
 
-from proctools import TESTS_DIR, with_start_method
+from proctools import SANITIZED, TESTS_DIR, with_start_method
 
 # Sanitizers reserve terabytes of address space for their shadow memory:
 # a process limited to a few KiB of address space cannot run under them.
-UNDER_SANITIZER = pytest.mark.skipif("san.so" in os.environ.get("LD_PRELOAD", ""),
+UNDER_SANITIZER = pytest.mark.skipif(SANITIZED,
                                      reason="RLIMIT_AS cannot hold a sanitizer's shadow memory")
 
 

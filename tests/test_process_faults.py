@@ -25,8 +25,8 @@ from pebble.pool.process import FORK_IN_PROCESS
 from pebble import ProcessExpired, ProcessPool
 from concurrent.futures.process import BrokenProcessPool
 from pebble.common import RemoteTraceback
-from proctools import (TESTS_DIR, children, launchers, pid_alive, pid_gone, run_script, shm_entries,
-                       wait_until)
+from proctools import (SANITIZED, TESTS_DIR, children, launchers, pid_alive, pid_gone, run_script,
+                       shm_entries, wait_until)
 
 FORK = multiprocessing.get_context("fork")
 
@@ -852,7 +852,7 @@ def test_task_sent_to_a_worker_killed_while_idle_is_not_lost(cheap_context):
             assert pool.schedule(pf.identity, args=(i,)).result(timeout=30) == i
 
 
-@pytest.mark.skipif("san.so" in os.environ.get("LD_PRELOAD", ""),
+@pytest.mark.skipif(SANITIZED,
                     reason="hundreds of forks of a sanitized process: "
                            "its allocator is not fork-safe")
 def test_burst_of_control_messages_is_not_lost():

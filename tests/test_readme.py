@@ -28,6 +28,8 @@ def expected_outputs(code):
 
 @pytest.mark.parametrize("code", code_blocks())
 def test_readme_example(code, start_method, tmp_path):
+    if "pebble.cluster" in code:
+        pytest.importorskip("distributed")  # the [dask] extra (in the test extra)
     script = tmp_path / "example.py"
     script.write_text(with_start_method(code, start_method))
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,

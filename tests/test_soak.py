@@ -18,6 +18,7 @@ import pytest
 
 from pebble import ProcessExpired, ProcessPool
 from procfuncs import soak_task as task
+from proctools import SANITIZED
 
 BATCH = 5000
 
@@ -134,5 +135,5 @@ def test_soak(soak, capsys):
     assert after[0] <= base[0] + 2          # descriptors
     assert after[1] <= base[1]              # children: workers and launcher only
     assert after[2] <= base[2]              # threads
-    if "san.so" not in os.environ.get("LD_PRELOAD", ""):   # sanitizers' shadow memory
+    if not SANITIZED:                       # sanitizers' shadow memory
         assert after[3] <= base[3] + 64     # resident memory, MiB

@@ -10,7 +10,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${PEBBLE_VALGRIND_VENV:-/tmp/pebble-valgrind}"
 python3 -m venv "$venv"
-"$venv/bin/pip" install -q pytest pytest-timeout tqdm mypy==2.4.1 setuptools wheel
+"$venv/bin/pip" install -q pytest pytest-timeout hypothesis tqdm mypy==2.4.1 setuptools wheel
 # Build from a copy so no object file is shared with a normal build.
 src="$(mktemp -d)"
 git -C "$root" ls-files -co --exclude-standard | tar -C "$root" -cf - -T - | tar -C "$src" -xf -
