@@ -46,7 +46,17 @@ def cluster():
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True,
                                        dashboard_address=":0")
     yield cluster
-    cluster.close()
+    nannies = [nanny.process.pid for nanny in cluster.workers.values()
+               if getattr(nanny, "process", None) is not None and nanny.process.pid]
+    try:
+        cluster.close()
+    except KeyError:
+        # dask/distributed#5407: after workers were killed and replaced, the
+        # cluster's own worker bookkeeping may raise at the very end of
+        # close(), once its workers and scheduler are closed. Check that.
+        assert cluster.status.name == "closed", cluster.status
+    for pid in nannies:
+        assert wait_until(lambda pid=pid: not pid_alive(pid), 30), "worker %d outlived" % pid
 
 
 @pytest.fixture(scope="module")
