@@ -406,24 +406,31 @@ class ClusterPool(TimedPool):
 
     def _resolve_loop(self) -> None:
         """Resolve the futures as verdicts come, outside the client's loop."""
-        while True:
-            verdict = self._verdicts.get()
-            if verdict is None:
-                return
-            if verdict[0] == "running":
-                task_id = int(verdict[1].rsplit("-", 1)[1])
-                with self._lock:
-                    entry = self._pending.get(task_id)
-                if entry is not None:
-                    entry[0]._pebble_start()
-                continue
-            task_id, source, value = verdict
+        # Each verdict is taken in a call of its own, so that nothing of it
+        # (the task's Dask future, which keeps its result on its node) stays
+        # referenced while the loop waits for the next one.
+        while self._take(self._verdicts.get()):
+            pass
+
+    def _take(self, verdict: Any) -> bool:
+        """Act on one verdict; False for the sentinel that ends the loop."""
+        if verdict is None:
+            return False
+        if verdict[0] == "running":
+            task_id = int(verdict[1].rsplit("-", 1)[1])
             with self._lock:
-                entry = self._pending.pop(task_id, None)
-                if not self._pending:
-                    self._drained.notify_all()
-            if entry is not None and not entry[0].done():
-                self._resolve(entry[0], source, value)
+                entry = self._pending.get(task_id)
+            if entry is not None:
+                entry[0]._pebble_start()
+            return True
+        task_id, source, value = verdict
+        with self._lock:
+            entry = self._pending.pop(task_id, None)
+            if not self._pending:
+                self._drained.notify_all()
+        if entry is not None and not entry[0].done():
+            self._resolve(entry[0], source, value)
+        return True
 
     def _resolve(self, future: ProcessFuture, source: str, value: Any) -> None:
         if source == "dask":

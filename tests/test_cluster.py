@@ -230,6 +230,26 @@ def test_cancel_of_a_queued_task_never_runs_it(pool, tmp_path):
     assert runs(tmp_path, "q") == []
 
 
+def scheduler_keys(dask_scheduler):
+    return list(dask_scheduler.tasks)
+
+
+def resolved_and_forgotten(pool, client):
+    """Run a task, drop its future; return its key once the cluster forgot it."""
+    future = pool.schedule(add, args=(1, 2))
+    assert future.result(60) == 3
+    key = "pebble-%s-%d" % (pool._token, future._pebble_id)
+    del future
+    assert wait_until(lambda: key not in client.run_on_scheduler(scheduler_keys), 30)
+    return key
+
+
+def test_a_resolved_task_leaves_nothing_on_the_cluster(pool, client):
+    # Its result is not kept in a node's memory once the future is dropped,
+    # even when it was the last task the pool resolved.
+    resolved_and_forgotten(pool, client)
+
+
 def test_map_with_chunks_timeouts_and_buffersize(pool, tmp_path):
     results = list(pool.map(add, range(50), range(50), chunksize=7).result(60))
     assert results == [2 * i for i in range(50)]
