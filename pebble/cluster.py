@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import bisect
 import itertools
 import multiprocessing
 import pickle
@@ -213,18 +214,60 @@ async def _run_on_node(token: str, key: str, blob: bytes, timeout: Optional[floa
 # -- on the scheduler ---------------------------------------------------------------
 
 
+class _Spent:
+    """A set of task ids, kept as sorted disjoint ranges ``[start, end)``.
+
+    Ids are spent roughly in the order they were given, so the ranges
+    merge and the set stays small however many tasks a pool runs.
+    """
+
+    def __init__(self) -> None:
+        self.starts: List[int] = []
+        self.ends: List[int] = []
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __contains__(self, task_id: int) -> bool:
+        at = bisect.bisect_right(self.starts, task_id) - 1
+        return at >= 0 and task_id < self.ends[at]
+
+    def add(self, task_id: int) -> None:
+        at = bisect.bisect_right(self.starts, task_id) - 1
+        if at >= 0 and task_id < self.ends[at]:
+            return
+        left = at >= 0 and self.ends[at] == task_id
+        right = at + 1 < len(self.starts) and self.starts[at + 1] == task_id + 1
+        if left and right:
+            self.ends[at] = self.ends[at + 1]
+            del self.starts[at + 1], self.ends[at + 1]
+        elif left:
+            self.ends[at] = task_id + 1
+        elif right:
+            self.starts[at + 1] = task_id
+        else:
+            self.starts.insert(at + 1, task_id)
+            self.ends.insert(at + 1, task_id + 1)
+
+
 class _Claims(SchedulerPlugin):
     """Grants each task key to the first node that asks; later askers learn
-    that the node which took it was lost."""
+    that the node which took it was lost.
+
+    A key the scheduler forgot is spent: a copy of its task that Dask had
+    queued on another node may still ask for it, late, and is refused.
+    """
 
     def __init__(self, token: str):
         self.name = "pebble-claims-" + token
         self.token = token
+        self.prefix = "pebble-%s-" % token
 
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
         self.claims: Dict[str, str] = {}
         self.cancelled: set = set()
+        self.spent = _Spent()
         scheduler.handlers["pebble_claim_" + self.token] = self.claim
         scheduler.handlers["pebble_cancel_" + self.token] = self.cancel
 
@@ -232,12 +275,26 @@ class _Claims(SchedulerPlugin):
         for name in ("pebble_claim_", "pebble_cancel_"):
             self.scheduler.handlers.pop(name + self.token, None)
 
+    def _task_id(self, key: Any) -> Optional[int]:
+        """The pool's id of *key*, None for a key that is not this pool's."""
+        if isinstance(key, str) and key.startswith(self.prefix):
+            tail = key[len(self.prefix):]
+            if tail.isdigit():
+                return int(tail)
+        return None
+
+    def _is_spent(self, key: str) -> bool:
+        task_id = self._task_id(key)
+        return task_id is None or task_id in self.spent
+
     def claim(self, key: str, worker: str) -> Tuple[str, Optional[str]]:
         if key in self.cancelled:
             return "cancelled", None
         holder = self.claims.get(key)
         if holder is not None:
             return "lost", holder
+        if self._is_spent(key):
+            return "lost", None
         self.claims[key] = worker
         return "go", None
 
@@ -245,6 +302,8 @@ class _Claims(SchedulerPlugin):
         """Refuse these keys from now on, and stop those that run."""
         where: Dict[str, List[str]] = {}
         for key in keys:
+            if self._is_spent(key):
+                continue
             self.cancelled.add(key)
             holder = self.claims.get(key)
             if holder is not None and holder in self.scheduler.workers:
@@ -255,7 +314,11 @@ class _Claims(SchedulerPlugin):
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         if finish == "forgotten":
-            self.claims.pop(key, None)
+            task_id = self._task_id(key)
+            if task_id is not None:
+                self.spent.add(task_id)
+                self.claims.pop(key, None)
+                self.cancelled.discard(key)
 
 
 # -- on the client -----------------------------------------------------------------

@@ -250,6 +250,36 @@ def test_a_resolved_task_leaves_nothing_on_the_cluster(pool, client):
     resolved_and_forgotten(pool, client)
 
 
+def test_a_claimed_key_is_never_granted_again(pool, client):
+    # A copy of a task that Dask had queued on another node may ask for its
+    # claim late, after the task was resolved and its key forgotten: it
+    # must be refused, or the task would run a second time.
+    key = resolved_and_forgotten(pool, client)
+    claim = getattr(client.scheduler, "pebble_claim_" + pool._token)
+    status, _ = client.sync(claim, key=key, worker="tcp://127.0.0.1:1")
+    assert status == "lost"
+
+
+def test_spent_ids_are_kept_as_few_ranges():
+    import random
+    from pebble.cluster import _Spent
+    spent, model = _Spent(), set()
+    for task_id in range(1000):
+        spent.add(task_id)
+    assert len(spent) == 1 and 999 in spent and 1000 not in spent and -1 not in spent
+    rng = random.Random(7)
+    spent = _Spent()
+    for _ in range(3000):
+        task_id = rng.randrange(500)
+        spent.add(task_id)
+        model.add(task_id)
+    assert [i for i in range(-5, 505) if i in spent] == sorted(model)
+    runs = sum(1 for i in model if i - 1 not in model)
+    assert len(spent) == runs
+    assert all(start < end for start, end in zip(spent.starts, spent.ends, strict=True))
+    assert all(end < start for end, start in zip(spent.ends[:-1], spent.starts[1:], strict=True))
+
+
 def test_map_with_chunks_timeouts_and_buffersize(pool, tmp_path):
     results = list(pool.map(add, range(50), range(50), chunksize=7).result(60))
     assert results == [2 * i for i in range(50)]
