@@ -53,8 +53,13 @@ def cluster():
     except KeyError:
         # dask/distributed#5407: after workers were killed and replaced, the
         # cluster's own worker bookkeeping may raise at the very end of
-        # close(), once its workers and scheduler are closed. Check that.
-        assert cluster.status.name == "closed", cluster.status
+        # close(), once its workers and scheduler are closed. Check that,
+        # then end what close() had left: its status and its loop.
+        assert cluster.scheduler.status.name == "closed", cluster.scheduler.status
+        for callback in cluster.periodic_callbacks.values():
+            callback.stop()
+        cluster.status = distributed.core.Status.closed
+        cluster._loop_runner.stop()
     for pid in nannies:
         assert wait_until(lambda pid=pid: not pid_alive(pid), 30), "worker %d outlived" % pid
 
