@@ -434,12 +434,14 @@ def proc_timeout(impl, quick):
             {"n": n, "min": min(lateness) * 1e3, "max": max(lateness) * 1e3})
 
 
-def proc_crash(impl, quick):
+def proc_crash(impl, quick, method=None):
+    import multiprocessing
     n = 5 if quick else 20
     pebble = need_pebble()
     with setup_phase():
         expired = pebble.ProcessExpired
-        pool = pebble.ProcessPool(max_workers=1)
+        context = multiprocessing.get_context(method) if method else None
+        pool = pebble.ProcessPool(max_workers=1, context=context)
     delays = []
     directory = tempfile.mkdtemp(prefix="pebble-bench-")
     path = os.path.join(directory, "death")
@@ -469,6 +471,14 @@ def proc_crash(impl, quick):
         os.rmdir(directory)
     return (statistics.median(delays) * 1e3, "ms",
             {"n": n, "min": min(delays) * 1e3, "max": max(delays) * 1e3})
+
+
+def proc_crash_spawn(impl, quick):
+    return proc_crash(impl, quick, "spawn")
+
+
+def proc_crash_forkserver(impl, quick):
+    return proc_crash(impl, quick, "forkserver")
 
 
 def proc_maxtasks1(impl, quick):
@@ -905,6 +915,10 @@ WORKLOADS = {w.function.__name__: w for w in [
              "ProcessPool(1), timeout=0.05: lateness of TimeoutError, median of {n}"),
     Workload(proc_crash, "process", LOWER, PEBBLE_ONLY,
              "SIGKILLed worker: death to ProcessExpired, median of {n}"),
+    Workload(proc_crash_spawn, "process", LOWER, PEBBLE_ONLY,
+             "SIGKILLed worker, spawn: death to ProcessExpired, median of {n}"),
+    Workload(proc_crash_forkserver, "process", LOWER, PEBBLE_ONLY,
+             "SIGKILLed worker, forkserver: death to ProcessExpired, median of {n}"),
     Workload(proc_maxtasks1, "process", HIGHER, ALL_IMPLS,
              "ProcessPool(2, max_tasks=1): {n} tiny tasks", max_repeat=3),
     Workload(proc_maxtasks1_fork_big, "process", HIGHER, ALL_IMPLS,
