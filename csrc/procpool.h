@@ -189,9 +189,9 @@ typedef struct {
     int max_start_failures; /* the pool breaks after this many of either */
     int startup_failures;   /* consecutive workers dead before READY */
     int has_initializer;    /* workers run an initializer at start */
-    /* Workers are forked in this process, by a thread that needs the GIL:
-     * a replacement waits until the completer has resolved what finished,
-     * so a timeout or a crash is reported before the fork. */
+    /* Workers are forked or spawned by a thread of this process that needs
+     * the GIL: a replacement waits until the completer has resolved what
+     * finished, so a timeout or a crash is reported before the fork. */
     int inproc;
     int completing;  /* the completer is resolving a batch */
     int spawn_waits; /* a spawn waits for it: wake the I/O thread after */

@@ -243,7 +243,7 @@ class ProcessPool(TimedPool):
         self._elastic = _spare >= 0
         self._core = ProcCore(self._max_workers, self._max_tasks, _spare,
                               self._initializer is not None, _START_FAILURES,
-                              self._method == "fork" and FORK_IN_PROCESS)
+                              self._method in ("fork", "spawn") and FORK_IN_PROCESS)
         self._manager: Optional[threading.Thread] = None
         # Set when the manager is done. join() waits on it rather than in
         # Thread.join(), which Ctrl-C can leave believing a live thread ended.
