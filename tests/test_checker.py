@@ -99,14 +99,14 @@ def executions(record_dir, task_id):
 
 
 class PoolChecker(RuleBasedStateMachine):
-    """Two pools (fork and forkserver) under a random mix of operations."""
-
-    CONTEXTS = ("fork", "forkserver")
+    """Two pools under a random mix of operations: a fork pool, and a
+    forkserver or a spawn one (drawn for each run)."""
 
     def __init__(self):
         super().__init__()
         self.record_dir = tempfile.mkdtemp(prefix="pebble-checker-")
         self.pools = [None, None]
+        self.methods = ["fork", "forkserver"]
         self.launchers = [None, None]
         self.old_pools = []
         self.tasks = []
@@ -121,7 +121,7 @@ class PoolChecker(RuleBasedStateMachine):
 
     def _start_pool(self, slot, max_tasks):
         import multiprocessing
-        method = self.CONTEXTS[slot]
+        method = self.methods[slot]
         before = set(children())
         pool = ProcessPool(2 if slot == 0 else 1, max_tasks=max_tasks,
                            context=multiprocessing.get_context(method))
@@ -133,8 +133,10 @@ class PoolChecker(RuleBasedStateMachine):
         if len(started) == 1 and not started & set(pool._core.pids):
             self.launchers[slot] = started.pop()
 
-    @initialize(max_tasks=st.sampled_from([0, 0, 1, 3]))
-    def start_pools(self, max_tasks):
+    @initialize(max_tasks=st.sampled_from([0, 0, 1, 3]),
+                second=st.sampled_from(["forkserver", "forkserver", "spawn"]))
+    def start_pools(self, max_tasks, second):
+        self.methods[1] = second
         for slot in range(2):
             self._start_pool(slot, max_tasks)
 
@@ -212,8 +214,9 @@ class PoolChecker(RuleBasedStateMachine):
 
     @rule(slot=st.integers(0, 1))
     def kill_launcher(self, slot):
-        """SIGKILL of a pool's launcher process (forkserver): its workers
-        outlive it, a new launcher is started, and nothing is lost."""
+        """SIGKILL of a pool's launcher process (forkserver; a fork or spawn
+        pool has none): its workers outlive it, a new launcher is started,
+        and nothing is lost."""
         self.operations += 1
         launcher = self.launchers[slot]
         if launcher is None:
