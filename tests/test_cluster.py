@@ -235,6 +235,20 @@ def test_cancel_of_a_queued_task_never_runs_it(pool, tmp_path):
     assert runs(tmp_path, "q") == []
 
 
+def echo_reversed(data):
+    return data[::-1]
+
+
+def test_large_arguments_and_results_travel(pool):
+    data = os.urandom(1 << 20) * 48  # 48 MiB each way
+    # The call travels in the task, through the scheduler: Dask warns about
+    # tasks above distributed.admin.large-graph-warning-threshold (10 MB).
+    with pytest.warns(UserWarning, match="large graph"):
+        future = pool.schedule(echo_reversed, args=(data,))
+    assert future.result(120) == data[::-1]
+    assert pool.schedule(add, args=(1, 1)).result(60) == 2
+
+
 def scheduler_keys(dask_scheduler):
     return list(dask_scheduler.tasks)
 
