@@ -299,6 +299,31 @@ def test_spent_ids_are_kept_as_few_ranges():
     assert all(end < start for end, start in zip(spent.ends[:-1], spent.starts[1:], strict=True))
 
 
+def test_a_schedule_interrupted_by_ctrl_c_never_runs_its_task(pool, tmp_path, monkeypatch):
+    blockers = [pool.schedule(record, args=(str(tmp_path), "b%d" % i, 60)) for i in range(4)]
+    for i in range(4):
+        wait_runs(tmp_path, "b%d" % i)
+    loop = pool.client.loop
+    add_callback = loop.add_callback
+
+    def interrupted(callback, *args, **kwargs):
+        # Ctrl-C right after the task was sent to the scheduler.
+        if getattr(callback, "__func__", None) is ClusterPool._track:
+            raise KeyboardInterrupt
+        return add_callback(callback, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "add_callback", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pool.schedule(record, args=(str(tmp_path), "q", 0))
+    monkeypatch.setattr(loop, "add_callback", add_callback)
+    for future in blockers:  # the slots free up: the interrupted task must not take one
+        assert future.cancel()
+    assert pool.schedule(add, args=(1, 1)).result(60) == 2
+    time.sleep(0.5)
+    assert runs(tmp_path, "q") == []
+    assert not pool._pending
+
+
 def test_map_with_chunks_timeouts_and_buffersize(pool, tmp_path):
     results = list(pool.map(add, range(50), range(50), chunksize=7).result(60))
     assert results == [2 * i for i in range(50)]
