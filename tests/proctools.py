@@ -20,6 +20,11 @@ CHEAP_START_METHODS = ("fork", "forkserver")
 #: libclang_rt.asan/tsan) is preloaded: tools/sanitize.sh and tools/tsan.sh.
 SANITIZED = any(name in os.environ.get("LD_PRELOAD", "")
                 for name in ("libasan", "libtsan", "clang_rt.asan", "clang_rt.tsan"))
+#: True under ThreadSanitizer (tools/tsan.sh). It does not support threads
+#: started in a child of a many-threaded fork: such a child reports "dup
+#: thread with used id" and exits with TSan's error status.
+THREAD_SANITIZED = any(name in os.environ.get("LD_PRELOAD", "")
+                       for name in ("libtsan", "clang_rt.tsan"))
 
 
 @contextlib.contextmanager

@@ -36,7 +36,8 @@ import procfuncs as pf  # noqa: E402
 from pebble import ProcessExpired, ProcessPool, concurrent  # noqa: E402
 from pebble._process_call import fork_engine  # noqa: E402
 from pebble.errors import OutcomeNotRebuilt  # noqa: E402
-from proctools import children, descendants, launchers, pid_alive, wait_until  # noqa: E402
+from proctools import (THREAD_SANITIZED, children, descendants, launchers, pid_alive,  # noqa: E402
+                       wait_until)
 
 TIMEOUT_ERRORS = (TimeoutError, FuturesTimeoutError)
 #: How long the end of one run may take to settle everything.
@@ -254,6 +255,8 @@ class PoolChecker(RuleBasedStateMachine):
         if pid == 0:
             try:
                 gc.collect()
+                if THREAD_SANITIZED:        # no thread may start in this child
+                    os._exit(0)
                 pool = ProcessPool(1, context=__import__("multiprocessing").get_context("fork"))
                 code = 0 if pool.schedule(pf.add, args=(2, 3)).result(20) == 5 else 1
                 pool.stop()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build pebble with ThreadSanitizer into a private virtualenv and run the
 # tests that exercise the C threads (the ThreadPool engine, the process
-# pool's I/O and completer threads). Extra arguments go to pytest.
+# pool's I/O and completer threads, forks of the parent while they run, and
+# the randomized checker). Extra arguments go to pytest.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${PEBBLE_TSAN_VENV:-/tmp/pebble-tsan}"
@@ -24,6 +25,7 @@ export PYTHONMALLOC=malloc
 export TSAN_OPTIONS="halt_on_error=0:exitcode=66:report_signal_unsafe=0:die_after_fork=0:handle_segv=0:allocator_may_return_null=1:suppressions=$root/tools/tsan.supp"
 export LD_PRELOAD="$libtsan"
 if [ "$#" -eq 0 ]; then
-    set -- tests/test_thread_pool.py tests/test_process_pool.py -x
+    set -- tests/test_thread_pool.py tests/test_process_pool.py tests/test_fork_safety.py \
+        tests/test_checker.py -x
 fi
 exec "$venv/bin/pytest" -p no:cacheprovider "$@"
