@@ -45,6 +45,14 @@ def sleep_pid(seconds):
     return os.getpid()
 
 
+def slow_exit_pid(seconds):
+    """Return this worker's pid, and make its exit take *seconds* (a
+    multiprocessing finalizer, run as the process ends)."""
+    import multiprocessing.util
+    multiprocessing.util.Finalize(None, time.sleep, args=(seconds,), exitpriority=0)
+    return os.getpid()
+
+
 def fibonacci(n):
     if n == 0:
         return 0

@@ -243,6 +243,21 @@ def test_max_tasks_restarts_workers(context):
     assert pids[0] != pids[2]
 
 
+def test_max_tasks_replacement_does_not_wait_for_the_retiring_worker(context):
+    """A worker done with its share is replaced at once, not once it has exited:
+    the task queued behind its last one starts while it is still ending."""
+    with ProcessPool(max_workers=1, max_tasks=1, context=context) as pool:
+        pool.schedule(pf.getpid).result(timeout=30)  # the pool is up
+        last = pool.schedule(pf.slow_exit_pid, args=(2,))
+        behind = pool.schedule(pf.getpid)
+        first = last.result(timeout=30)
+        start = time.monotonic()
+        second = behind.result(timeout=30)
+        took = time.monotonic() - start
+    assert second != first
+    assert took < 1.5, "the next task waited %.2f s for the retiring worker's exit" % took
+
+
 def test_max_tasks_many(pool):
     with make_pool(max_workers=2, max_tasks=3) as pool:
         futures = [pool.schedule(pf.getpid) for _ in range(30)]
