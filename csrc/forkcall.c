@@ -17,14 +17,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-PyDoc_STRVAR(ProcCore_fork_call_doc,
-"fork_call($self, future, timeout, trees, main_thread, /)\n--\n\n"
-"Fork this process for one call of future's task. In the child return\n"
-"(0, result_fd, task_id): the caller runs the call, writes its outcome\n"
-"frame on result_fd and exits. In the parent return (pid, -1, task_id)\n"
-"once the engine watches the child; None when the pool takes no work.\n"
-"With trees true the child leads a process group of its own; main_thread\n"
-"says the caller is the main thread, whose end the child does not outlive.");
+const char ProcCore_fork_call_doc[] =
+    "fork_call($self, future, timeout, trees, main_thread, /)\n--\n\n"
+    "Fork this process for one call of future's task. In the child return\n"
+    "(0, result_fd, task_id): the caller runs the call, writes its outcome\n"
+    "frame on result_fd and exits. In the parent return (pid, -1, task_id)\n"
+    "once the engine watches the child; None when the pool takes no work.\n"
+    "With trees true the child leads a process group of its own; main_thread\n"
+    "says the caller is the main thread, whose end the child does not outlive.";
 
 PyObject *
 ProcCore_fork_call(ProcCore *self, PyObject *const *args, Py_ssize_t nargs)

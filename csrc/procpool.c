@@ -522,7 +522,7 @@ static PyMethodDef ProcCore_methods[] = {
     {"fork_call",
      (PyCFunction)(void (*)(void))ProcCore_fork_call,
      METH_FASTCALL,
-     "fork_call(future, timeout, trees, main_thread): run one call in a fork of this process."},
+     ProcCore_fork_call_doc},
     {"close", (PyCFunction)ProcCore_close, METH_NOARGS, ProcCore_close_doc},
     {"stop", (PyCFunction)ProcCore_stop, METH_NOARGS, ProcCore_stop_doc},
     {"run", (PyCFunction)(void (*)(void))ProcCore_run, METH_FASTCALL, ProcCore_run_doc},

@@ -319,7 +319,8 @@ PEBBLE_HIDDEN void proc_write_failed(ProcCore *self, pp_proc *p);
 /* forkcall.c: calls run in a fork of the caller                        */
 /* ------------------------------------------------------------------ */
 
-/* ProcCore.fork_call(), the Python method. */
+/* ProcCore.fork_call(), the Python method, and its docstring. */
+PEBBLE_HIDDEN extern const char ProcCore_fork_call_doc[];
 PEBBLE_HIDDEN PyObject *ProcCore_fork_call(ProcCore *self, PyObject *const *args,
                                            Py_ssize_t nargs);
 /* Makes the children fork_call() started workers (I/O thread, mutex held). */
