@@ -123,15 +123,18 @@ class PoolChecker(RuleBasedStateMachine):
     def _start_pool(self, slot, max_tasks):
         import multiprocessing
         method = self.methods[slot]
-        before = set(children())
+        before = set(launchers())
         pool = ProcessPool(2 if slot == 0 else 1, max_tasks=max_tasks,
                            context=multiprocessing.get_context(method))
         assert pool.schedule(pf.add, args=(1, 1)).result(SETTLE) == 2
-        started = set(children()) - before
         self.pools[slot] = pool
-        # Under fork the workers are this process's children: no launcher.
+        # Only a forkserver pool has a launcher process: under fork and
+        # spawn the workers are this process's children. (A new child that
+        # is no worker of the pool may be one retiring after max_tasks.)
         self.launchers[slot] = None
-        if len(started) == 1 and not started & set(pool._core.pids):
+        if method == "forkserver":
+            started = set(launchers()) - before - self.other_launchers
+            assert len(started) == 1, "a forkserver pool started %d launchers" % len(started)
             self.launchers[slot] = started.pop()
 
     @initialize(max_tasks=st.sampled_from([0, 0, 1, 3]),
