@@ -241,12 +241,14 @@ proc_exited(ProcCore *self, pid_t pid, int status)
         /* Died before it was ready: its task never started and goes back
          * to the queue. An initializer that exits breaks the pool, as one
          * that raises does; otherwise only repeated deaths (a worker that
-         * cannot start at all) do, not one killed from outside. */
+         * cannot start at all) do. SIGKILL comes from outside (a killer,
+         * the OOM killer), never from a failing start: it does not count. */
         if (p->task != NULL) {
             pend_push_front(self, p->task);
             p->task = NULL;
         }
-        if (self->has_initializer || ++self->startup_failures >= self->max_start_failures)
+        if (self->has_initializer
+            || (code != -SIGKILL && ++self->startup_failures >= self->max_start_failures))
             pool_break(self, FAIL_STARTUP, code);
     }
     if (p->task && proc_never_read(p, p->task)) {

@@ -187,7 +187,7 @@ typedef struct {
     int nprocs, procs_cap;
     int spawn_failures;     /* consecutive SPAWN_FAILED replies */
     int max_start_failures; /* the pool breaks after this many of either */
-    int startup_failures;   /* consecutive workers dead before READY */
+    int startup_failures;   /* consecutive workers dead before READY, SIGKILL aside */
     int has_initializer;    /* workers run an initializer at start */
     /* Workers are forked or spawned by a thread of this process that needs
      * the GIL: a replacement waits until the completer has resolved what

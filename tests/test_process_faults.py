@@ -292,8 +292,8 @@ def test_cancel_running_ignoring_sigterm(pool1):
 def serving_pids(pool, count):
     """Pids of *count* workers that have each served a task.
 
-    Only these are shot from outside in the tests below: a worker killed
-    before it is ready breaks the pool (see test_worker_killed_while_starting).
+    Only these are shot from outside in the tests below, which count the
+    tasks a kill costs: one killed before it is ready costs none.
     """
     futures = [pool.schedule(pf.sleep_pid, args=(0.1,)) for _ in range(count)]
     pids = {f.result(timeout=30) for f in futures}
@@ -428,7 +428,7 @@ def test_random_kills_with_large_arguments_never_deadlock():
     rng = random.Random(1234)
     kills = []
     # Only workers that have served a task are shot: one killed while
-    # still starting breaks the pool (see test_worker_killed_while_starting).
+    # still starting costs no task, and would not count.
     served = set()
 
     def record(future):
@@ -488,6 +488,48 @@ def test_worker_killed_while_starting():
     finally:
         pool.stop()
         pool.join(10)
+
+
+@pytest.mark.timeout(120)
+def test_workers_killed_while_starting_do_not_break_the_pool():
+    """SIGKILL of worker after worker before any is ready (an outside killer,
+    the OOM killer) loses nothing: the pool starts another each time."""
+    with ProcessPool(1, context=multiprocessing.get_context("spawn")) as pool:
+        future = pool.schedule(pf.add, args=(2, 3))
+        killed = set()
+        deadline = time.monotonic() + 60
+        while len(killed) < 2 * 3 and time.monotonic() < deadline:
+            fresh = set(pool._core.pids) - killed
+            if not fresh:
+                time.sleep(0.001)
+                continue
+            for pid in fresh:
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+        assert len(killed) == 2 * 3
+        assert future.result(timeout=60) == 5
+        assert pool.schedule(pf.add, args=(1, 1)).result(timeout=60) == 2
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_that_cannot_start_breaks_the_pool(tmp_path):
+    """A spawned worker whose main module fails to import exits each time
+    it starts: the pool breaks instead of starting workers for ever."""
+    result = run_script("""
+        import multiprocessing
+        if __name__ != "__main__":
+            raise SystemExit(7)
+        import procfuncs as pf
+        from concurrent.futures.process import BrokenProcessPool
+        from pebble import ProcessPool
+        with ProcessPool(1, context=multiprocessing.get_context("spawn")) as pool:
+            try:
+                pool.schedule(pf.add, args=(2, 3)).result(timeout=60)
+            except BrokenProcessPool as error:
+                print("broken:", error)
+        """, timeout=100, directory=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "broken: A worker process died while starting (exit code 1)" in result.stdout
 
 
 def test_cancel_kill_race():

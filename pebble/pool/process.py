@@ -29,8 +29,9 @@ R = TypeVar("R")
 _live_pools: "weakref.WeakSet[ProcessPool]" = weakref.WeakSet()
 
 # Workers in a row that cannot be started, or die before they are ready,
-# after which the pool gives up and enters the error state. More rides out
-# a burst of outside kills; fewer reports a worker that cannot start sooner.
+# after which the pool gives up and enters the error state. A SIGKILL comes
+# from outside and does not count; fewer reports a worker that cannot start
+# sooner.
 _START_FAILURES = 3
 
 
