@@ -323,6 +323,28 @@ class _Claims(SchedulerPlugin):
 
 # -- on the client -----------------------------------------------------------------
 
+#: Waits between attempts to register the node plugin while nodes leave.
+_REGISTER_BACKOFF = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+
+
+def _register_on_nodes(client: Any, plugin: _Node) -> None:
+    """Register *plugin* on every node, present and future.
+
+    The scheduler sends it to the nodes it lists, and the call fails if one
+    of them is leaving (killed, or closing) as it does; the others still
+    get it. Once the scheduler has dropped the node that left, registering
+    again reaches every node that remains. A scheduler that cannot be
+    reached fails every attempt, and the last error is raised.
+    """
+    for wait in _REGISTER_BACKOFF:
+        try:
+            client.register_plugin(plugin)
+            return
+        except OSError:  # distributed's CommClosedError among them
+            time.sleep(wait)
+    client.register_plugin(plugin)
+
+
 
 def _settle(future: ProcessFuture, how: Callable[[Any], None], value: Any) -> None:
     """Resolve *future* unless it was cancelled meanwhile."""
@@ -401,8 +423,8 @@ class ClusterPool(TimedPool):
             client = self._client
             client.register_plugin(_Claims(self._token))
             client.subscribe_topic("pebble-running-" + self._token, self._on_running)
-            client.register_plugin(_Node(self._token, self._max_workers, self._max_tasks,
-                                         self._init, self._method))
+            _register_on_nodes(client, _Node(self._token, self._max_workers, self._max_tasks,
+                                             self._init, self._method))
         except BaseException:
             self._release_cluster()
             raise

@@ -389,6 +389,24 @@ def test_a_killed_node_loses_only_its_running_tasks(client, tmp_path):
         client.wait_for_workers(2, timeout=60)
 
 
+def test_a_pool_starts_while_a_node_leaves(client, cluster):
+    """A node that dies as the pool registers on the cluster (the scheduler
+    still lists it) does not fail the start: the pool runs on the others."""
+    for _ in range(2):
+        settle_workers(client, cluster)
+        victim = sorted(client.run(os.getpid).values())[0]
+        os.kill(victim, signal.SIGKILL)
+        ClusterChecker.last_kill = time.monotonic()
+        pool = ClusterPool(client=client)
+        try:
+            assert [f.result(60) for f in [pool.schedule(add, args=(i, 1)) for i in range(4)]] \
+                == [1, 2, 3, 4]
+        finally:
+            pool.stop()
+            pool.join(60)
+    settle_workers(client, cluster)
+
+
 def test_stop_cancels_and_kills_everything(client, tmp_path):
     client.wait_for_workers(2, timeout=60)
     pool = ClusterPool(client=client)
