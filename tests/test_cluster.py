@@ -257,7 +257,7 @@ def resolved_and_forgotten(pool, client):
     """Run a task, drop its future; return its key once the cluster forgot it."""
     future = pool.schedule(add, args=(1, 2))
     assert future.result(60) == 3
-    key = "pebble-%s-%d" % (pool._token, future._pebble_id)
+    key = pool_key(pool, future)
     del future
     assert wait_until(lambda: key not in client.run_on_scheduler(scheduler_keys), 30)
     return key
@@ -634,10 +634,12 @@ class ClusterChecker(RuleBasedStateMachine):
             if not self.pools:
                 return
             deadline = time.monotonic() + 90
-            for task_id, kind, future, cancelled, _ in self.tasks:
+            for task in self.tasks:
+                task_id, kind, future, cancelled, _ = task
                 remaining = max(0.1, deadline - time.monotonic())
                 concurrent.futures.wait([future], timeout=remaining)
-                assert future.done(), "task %d (%s) never resolved" % (task_id, kind)
+                assert future.done(), "task %d (%s) never resolved; on the scheduler: %s" % (
+                    task_id, kind, scheduler_view(self.client, pool_key(task[4], future)))
                 done = runs(self.directory, "task%d" % task_id)
                 assert len(done) <= 1, "task %d ran %d times" % (task_id, len(done))
                 if future.cancelled():
@@ -645,9 +647,11 @@ class ClusterChecker(RuleBasedStateMachine):
                     continue
                 error = future.exception()
                 if isinstance(error, NodeLost):
-                    assert self.victims, "task %d: NodeLost with no node killed" % task_id
-                    assert not done or done[0][1] in self.victims, \
-                        "task %d: NodeLost but it ran on a live node" % task_id
+                    # Lost only where its node is gone: killed here, or
+                    # closed by the cluster (settle_workers may scale it).
+                    assert not done or done[0][1] in self.victims or not pid_alive(done[0][1]), \
+                        "task %d: NodeLost (%s) but it ran on the live node %d; killed: %s" % (
+                            task_id, error.node, done[0][1], sorted(self.victims))
                 elif kind in ("quick", "slow"):
                     assert error is None and future.result() == task_id, (task_id, error)
                 elif kind == "fail":
@@ -668,6 +672,27 @@ class ClusterChecker(RuleBasedStateMachine):
             for pool in self.pools:
                 pool.stop()
                 pool.join(60)
+
+
+def pool_key(pool, future):
+    """The Dask key of *pool*'s task behind *future*."""
+    return "pebble-%s-%d" % (pool._token, future._pebble_id)
+
+
+def scheduler_view(client, key):
+    """What the scheduler knows of *key*, for an assertion's message."""
+    def view(dask_scheduler, key=key):
+        claims = {name: plugin.claims.get(key) for name, plugin in dask_scheduler.plugins.items()
+                  if hasattr(plugin, "claims")}
+        task = dask_scheduler.tasks.get(key)
+        where = None if task is None or task.processing_on is None \
+            else task.processing_on.address
+        return {"state": None if task is None else task.state, "processing_on": where,
+                "claims": claims, "workers": sorted(dask_scheduler.workers)}
+    try:
+        return client.run_on_scheduler(view)
+    except Exception as error:
+        return repr(error)
 
 
 def settle_workers(client, cluster):
