@@ -426,6 +426,8 @@ class ClusterPool(TimedPool):
             _register_on_nodes(client, _Node(self._token, self._max_workers, self._max_tasks,
                                              self._init, self._method))
         except BaseException:
+            if self._client is not None:
+                self._leave_cluster()
             self._release_cluster()
             raise
         self._resolver = threading.Thread(target=self._resolve_loop, daemon=True,
@@ -446,13 +448,9 @@ class ClusterPool(TimedPool):
             except BaseException:
                 pass
 
-    def _finish(self) -> None:
-        """Remove the pool from the cluster: its node pools stop with their
-        processes; close what the pool started."""
-        with self._lock:
-            if self._finished:
-                return
-            self._finished = True
+    def _leave_cluster(self) -> None:
+        """Take this pool's plugins off the scheduler and the nodes (whichever
+        were registered), and its topic off the client."""
         client = self._client
         try:
             client.unregister_worker_plugin("pebble-node-" + self._token)
@@ -466,6 +464,15 @@ class ClusterPool(TimedPool):
             client.unregister_scheduler_plugin("pebble-claims-" + self._token)
         except BaseException:
             pass
+
+    def _finish(self) -> None:
+        """Remove the pool from the cluster: its node pools stop with their
+        processes; close what the pool started."""
+        with self._lock:
+            if self._finished:
+                return
+            self._finished = True
+        self._leave_cluster()
         self._verdicts.put(None)
         if self._resolver is not None and self._resolver is not threading.current_thread():
             self._resolver.join()

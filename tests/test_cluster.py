@@ -407,6 +407,37 @@ def test_a_pool_starts_while_a_node_leaves(client, cluster):
     settle_workers(client, cluster)
 
 
+def pebble_plugins(dask_scheduler):
+    """The names of ClusterPool plugins the scheduler holds, its own and its workers'."""
+    names = list(dask_scheduler.plugins) + list(dask_scheduler.worker_plugins)
+    return sorted(name for name in names if name.startswith("pebble-"))
+
+
+def pebble_worker_plugins(dask_worker):
+    return sorted(name for name in dask_worker.plugins if name.startswith("pebble-"))
+
+
+def test_a_pool_that_cannot_start_leaves_nothing_on_the_cluster(client, monkeypatch):
+    """A start that fails once the scheduler took part of it (the node plugin
+    reached some nodes, then the call failed) takes all of it back."""
+    import pebble.cluster
+    client.wait_for_workers(2, timeout=60)
+    before = client.run_on_scheduler(pebble_plugins), client.run(pebble_worker_plugins)
+    register = distributed.Client.register_plugin
+
+    def register_then_fail(self, plugin, *args, **kwargs):
+        register(self, plugin, *args, **kwargs)
+        if isinstance(plugin, pebble.cluster._Node):
+            raise OSError("a node left")
+
+    monkeypatch.setattr(distributed.Client, "register_plugin", register_then_fail)
+    monkeypatch.setattr(pebble.cluster, "_REGISTER_BACKOFF", (0.0,))
+    with pytest.raises(OSError, match="a node left"):
+        ClusterPool(client=client)
+    assert client.run_on_scheduler(pebble_plugins) == before[0]
+    assert client.run(pebble_worker_plugins) == before[1]
+
+
 def test_stop_cancels_and_kills_everything(client, tmp_path):
     client.wait_for_workers(2, timeout=60)
     pool = ClusterPool(client=client)
