@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+import multiprocessing
+import multiprocessing.context as _mp_context
+import multiprocessing.process as _mp_process
+import multiprocessing.util as _mp_util
 import os
 import pickle
 import signal
@@ -54,21 +59,36 @@ def _launch(ctl_fd: int, argv: Optional[List[str]], frames: List[Tuple[int, byte
             init: Optional[Tuple[Any, tuple]], trees: bool,
             identity: Optional[Tuple[str, int]]) -> Any:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if identity is not None:
+        # The launcher runs no code of the user's: it takes, once, the
+        # identity every worker it forks presents, and a fork inherits it.
+        become_worker(*identity, after_forkers=False)
+    elif argv is None:
+        prepare_child_stdin()
     channel = _pebble.launcher_run(ctl_fd, argv, frames, trees)
     if channel is not None:
         # A forked worker: serve its channel instead.
         if identity is not None:
-            become_worker(*identity)
+            _after_fork_of_worker()
         return _serve_to_end(channel[0], channel[1], channel[2], init)
     return None
 
 
-def become_worker(method: str, parent_pid: int) -> None:
-    """Make this process, to multiprocessing, a pool worker its parent started."""
-    import multiprocessing
+def become_worker(method: str, parent_pid: int, after_forkers: bool = True) -> None:
+    """Make this process, to multiprocessing, a pool worker its parent started.
+
+    *after_forkers* False leaves multiprocessing's after-fork handlers to
+    the processes forked from this one (_after_fork_of_worker()).
+    """
     context: Any = multiprocessing.get_context(method)
     become_process(context.Process(name=WORKER_NAME),
-                   method, parent_pid, "MainProcess")
+                   method, parent_pid, "MainProcess", after_forkers)
+
+
+def _after_fork_of_worker() -> None:
+    """In a fork of a process that became a worker: what each fork still runs."""
+    _mp_util._finalizer_registry.clear()  # type: ignore[attr-defined]
+    _mp_util._run_after_forkers()  # type: ignore[attr-defined]
 
 
 #: ``current_process().name`` in a pool's worker, as on Pebble.
@@ -86,6 +106,8 @@ def inproc_launcher_main(ctl_fd: int, init: Optional[Tuple[Any, tuple]], trees: 
     started, handed out first. Under spawn each worker is the fresh
     interpreter *argv*, sent *frames* first.
     """
+    if argv is None:
+        prepare_child_stdin()
     channel = _pebble.launcher_run(ctl_fd, argv, frames or [(_pebble.FRAME_INIT, b"")],
                                    trees, True, stock)
     if channel is None:
@@ -116,32 +138,91 @@ def _serve_to_end(task_fd: int, result_fd: int, cancel_fd: int,
             _pebble.kill_descendants(signal.SIGKILL)
 
 
-def become_process(process: Any, method: str, parent_pid: int, parent_name: str) -> None:
+def become_process(process: Any, method: str, parent_pid: int, parent_name: str,
+                   after_forkers: bool = True) -> None:
     """Make this fork child, to multiprocessing, *process* started by its parent.
 
     As a ``multiprocessing.Process`` would: ``current_process()`` is
     *process*, ``parent_process()`` the parent, ``get_start_method()``
-    *method*, standard input is closed, and what multiprocessing objects
-    registered to run after a fork has run.
+    *method*, standard input is closed, and (with *after_forkers*) what
+    multiprocessing objects registered to run after a fork has run.
     """
-    import itertools
-    import multiprocessing.context
-    import multiprocessing.process as mpp
-    import multiprocessing.util as util
     try:
         sentinel: Any = os.pidfd_open(parent_pid)  # readable once the parent is gone
     except (AttributeError, OSError):
         sentinel = None
     process._parent_pid = parent_pid
     process._parent_name = parent_name
-    mpp._current_process = process  # type: ignore[attr-defined]
-    mpp._parent_process = mpp._ParentProcess(parent_name, parent_pid, sentinel)  # type: ignore
-    mpp._children = set()  # type: ignore[attr-defined]
-    mpp._process_counter = itertools.count(1)  # type: ignore[attr-defined]
-    multiprocessing.context._force_start_method(method)
-    util._close_stdin()  # type: ignore[attr-defined]
-    util._finalizer_registry.clear()  # type: ignore[attr-defined]
-    util._run_after_forkers()  # type: ignore[attr-defined]
+    _mp_process._current_process = process  # type: ignore[attr-defined]
+    _mp_process._parent_process = _mp_process._ParentProcess(  # type: ignore[attr-defined]
+        parent_name, parent_pid, sentinel)
+    _mp_process._children = set()  # type: ignore[attr-defined]
+    _mp_process._process_counter = itertools.count(1)  # type: ignore[attr-defined]
+    _mp_context._force_start_method(method)
+    _close_stdin()
+    _mp_util._finalizer_registry.clear()  # type: ignore[attr-defined]
+    if after_forkers:
+        _mp_util._run_after_forkers()  # type: ignore[attr-defined]
+
+
+# The /dev/null standard input of the children this process forks, made
+# once before its first fork: (stream, fd, (st_dev, st_ino)). A child
+# takes it as it is rather than building an io stack of its own.
+_child_stdin: Optional[Tuple[Any, int, Tuple[int, int]]] = None
+
+
+def prepare_child_stdin() -> None:
+    """Open, once, the standard input the children forked from here take."""
+    global _child_stdin
+    if _child_stdin is not None:
+        return
+    try:
+        fd = os.open(os.devnull, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        stream = open(fd, encoding="utf-8", closefd=False)
+        st = os.fstat(fd)
+    except (OSError, ValueError):
+        os.close(fd)
+        return
+    _child_stdin = (stream, fd, (st.st_dev, st.st_ino))
+
+
+def _close_stdin() -> None:
+    """Close standard input and read /dev/null instead, as multiprocessing does."""
+    if sys.stdin is None:
+        return
+    prepared = _child_stdin
+    if prepared is not None and not prepared[0].closed:
+        try:
+            st = os.fstat(prepared[1])
+        except OSError:
+            pass
+        else:
+            # Still the descriptor it was: the parent may have closed and reused it.
+            if (st.st_dev, st.st_ino) == prepared[2]:
+                if sys.stdin is not prepared[0]:  # a fork of a fork has it already
+                    _close_quietly(sys.stdin)
+                sys.stdin = prepared[0]
+                return
+    _close_quietly(sys.stdin)
+    try:
+        fd = os.open(os.devnull, os.O_RDONLY)
+        try:
+            sys.stdin = open(fd, encoding="utf-8", closefd=False)
+        except BaseException:
+            os.close(fd)
+            raise
+    except (OSError, ValueError):
+        pass
+
+
+def _close_quietly(stream: Any) -> None:
+    try:
+        stream.close()
+    except (OSError, ValueError):
+        pass
 
 
 def _exit_function() -> None:

@@ -284,3 +284,64 @@ def test_a_pool_and_a_call_inside_a_worker():
         return pooled + concurrent.process(context=FORK)(pf.add)(1, b=1).result(timeout=30)
 
     assert concurrent.process(context=FORK)(nested_pool)().result(timeout=60) == 7
+
+
+# -- standard input, as multiprocessing leaves it -----------------------------------
+
+
+def input_and_parent():
+    parent = multiprocessing.parent_process()
+    return sys.stdin.read(), sys.stdin.closed, parent is not None and parent.is_alive()
+
+
+@pytest.mark.parametrize("method", [pytest.param("fork", marks=forks_the_caller),
+                                    "spawn", "forkserver"])
+def test_every_worker_reads_no_input_and_sees_its_parent(method):
+    # max_tasks=1: each result comes from a worker of its own.
+    context = multiprocessing.get_context(method)
+    with ProcessPool(2, max_tasks=1, context=context) as pool:
+        seen = [pool.schedule(input_and_parent).result(timeout=60) for _ in range(4)]
+        identities = [pool.schedule(mp_identity).result(timeout=60) for _ in range(2)]
+    assert seen == [("", False, True)] * 4
+    assert {i["name"] for i in identities} == {"pebble_pool_worker"}
+    assert {i["parent"] for i in identities} == {("MainProcess", os.getpid())}
+
+
+@forks_the_caller
+def test_a_call_reads_no_input_though_the_parent_reused_a_descriptor(tmp_path):
+    from pebble import _worker
+    call = concurrent.process(context=FORK)(input_and_parent)
+    assert call().result(timeout=30) == ("", False, True)
+    prepared = _worker._child_stdin
+    assert prepared is not None
+    # The parent closes the descriptor its children's input was to read,
+    # and the number now names a file of its own.
+    path = tmp_path / "private"
+    path.write_text("not the child's input")
+    private = os.open(path, os.O_RDONLY)
+    try:
+        os.dup2(private, prepared[1])
+        assert call().result(timeout=30) == ("", False, True)
+    finally:
+        os.close(private)
+        os.close(prepared[1])
+        _worker._child_stdin = None
+    assert call().result(timeout=30) == ("", False, True)
+
+
+def input_of_a_nested_call(close_first):
+    if close_first:
+        sys.stdin.close()
+    return concurrent.process(context=FORK)(input_and_parent)().result(timeout=30)
+
+
+@forks_the_caller
+@pytest.mark.parametrize("close_first", [False, True])
+def test_a_call_made_inside_a_call_reads_no_input(close_first):
+    """The child's own input, taken from its parent, is not closed under its
+    children, nor lent to them once the child closed it."""
+    call = concurrent.process(context=FORK)(input_of_a_nested_call)
+    assert call(close_first).result(timeout=60) == ("", False, True)
+    with ProcessPool(1, context=FORK) as pool:
+        assert pool.schedule(input_of_a_nested_call, args=(close_first,)).result(timeout=60) \
+            == ("", False, True)

@@ -300,6 +300,7 @@ class ProcessPool(TimedPool):
         """
         if self._elastic:
             return None
+        _worker.prepare_child_stdin()
         try:
             is_child, forked = _pebble.prefork(
                 self._max_workers, self._kill_tree,
@@ -498,6 +499,7 @@ class ProcessPool(TimedPool):
         future = future_type()
         future._pebble_cancel = self._core.cancel
         parent_pid, parent_name = os.getpid(), multiprocessing.current_process().name
+        _worker.prepare_child_stdin()
         forked = self._core.fork_call(future, timeout, self._kill_tree,
                                       threading.current_thread() is threading.main_thread())
         if forked is None:
