@@ -31,6 +31,8 @@ try:
     import cloudpickle
     import distributed
     from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
+    from distributed.protocol import deserialize
+    from distributed.protocol.serialize import Serialized
 except ImportError as _missing:  # pragma: no cover - depends on the install
     raise ImportError("pebble.cluster needs Dask's distributed: "
                       "pip install 'pebble[dask]'") from _missing
@@ -323,27 +325,40 @@ class _Claims(SchedulerPlugin):
 
 # -- on the client -----------------------------------------------------------------
 
-#: Waits between attempts to register the node plugin while nodes leave.
-_REGISTER_BACKOFF = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+async def _add_node_plugin(dask_scheduler: Any, name: str, plugin: bytes) -> Dict[str, Any]:
+    """On the scheduler: keep *plugin* for the nodes to come, and set it up
+    on the nodes it lists now.
+
+    A node that cannot be reached is leaving (killed, or closing), and the
+    scheduler drops it as its connection closes: it is left out, where the
+    scheduler's own registration would fail the whole call.
+    """
+    dask_scheduler.worker_plugins[name] = plugin
+    responses = await dask_scheduler.broadcast(
+        msg={"op": "plugin-add", "plugin": plugin, "name": name}, on_error="return")
+    return {address: {key: _unwrapped(value) for key, value in response.items()}
+            for address, response in responses.items()
+            if not isinstance(response, BaseException)}
+
+
+def _unwrapped(value: Any) -> Any:
+    """A failed set-up's error and traceback, still in their wire form as the
+    scheduler received them: their pickles, to be sent on to the client."""
+    if isinstance(value, Serialized):
+        return deserialize(value.header, value.frames)
+    return value
 
 
 def _register_on_nodes(client: Any, plugin: _Node) -> None:
-    """Register *plugin* on every node, present and future.
-
-    The scheduler sends it to the nodes it lists, and the call fails if one
-    of them is leaving (killed, or closing) as it does; the others still
-    get it. Once the scheduler has dropped the node that left, registering
-    again reaches every node that remains. A scheduler that cannot be
-    reached fails every attempt, and the last error is raised.
-    """
-    for wait in _REGISTER_BACKOFF:
-        try:
-            client.register_plugin(plugin)
-            return
-        except OSError:  # distributed's CommClosedError among them
-            time.sleep(wait)
-    client.register_plugin(plugin)
-
+    """Register *plugin* on every node, present and future; raise what its
+    set-up raised on a node."""
+    responses = client.run_on_scheduler(_add_node_plugin, name=plugin.name,
+                                        plugin=distributed.protocol.pickle.dumps(plugin))
+    for response in responses.values():
+        if response.get("status") == "error":
+            _, error, trace = distributed.core.clean_exception(response["exception"],
+                                                               response["traceback"])
+            raise error.with_traceback(trace)
 
 
 def _settle(future: ProcessFuture, how: Callable[[Any], None], value: Any) -> None:

@@ -423,19 +423,37 @@ def test_a_pool_that_cannot_start_leaves_nothing_on_the_cluster(client, monkeypa
     import pebble.cluster
     client.wait_for_workers(2, timeout=60)
     before = client.run_on_scheduler(pebble_plugins), client.run(pebble_worker_plugins)
-    register = distributed.Client.register_plugin
+    register = pebble.cluster._register_on_nodes
 
-    def register_then_fail(self, plugin, *args, **kwargs):
-        register(self, plugin, *args, **kwargs)
-        if isinstance(plugin, pebble.cluster._Node):
-            raise OSError("a node left")
+    def register_then_fail(client, plugin):
+        register(client, plugin)
+        raise OSError("a node left")
 
-    monkeypatch.setattr(distributed.Client, "register_plugin", register_then_fail)
-    monkeypatch.setattr(pebble.cluster, "_REGISTER_BACKOFF", (0.0,))
+    monkeypatch.setattr(pebble.cluster, "_register_on_nodes", register_then_fail)
     with pytest.raises(OSError, match="a node left"):
         ClusterPool(client=client)
     assert client.run_on_scheduler(pebble_plugins) == before[0]
     assert client.run(pebble_worker_plugins) == before[1]
+
+
+def test_a_node_plugin_that_fails_to_set_up_raises_its_error(client):
+    import pebble.cluster
+
+    class Refusing(pebble.cluster._Node):
+        def setup(self, worker):
+            raise Failure("no pool here")
+
+        async def teardown(self, worker):
+            pass
+
+    client.wait_for_workers(2, timeout=60)
+    plugin = Refusing("refusing", None, 0, None, None)
+    try:
+        with pytest.raises(Failure, match="no pool here"):
+            pebble.cluster._register_on_nodes(client, plugin)
+    finally:
+        client.unregister_worker_plugin(plugin.name)
+    assert client.run_on_scheduler(pebble_plugins) == []
 
 
 def test_stop_cancels_and_kills_everything(client, tmp_path):
